@@ -1,0 +1,1 @@
+"""Pretraining backends: one file per method, loss variants and reference encoders."""

@@ -1,0 +1,81 @@
+"""SimSiam (Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2021).
+
+backbone -> projector (2-layer MLP, BN on the output, as in the paper's CIFAR
+setting) -> predictor (bottleneck MLP, fixed learning rate); loss
+``0.5 * (D(p1, sg(z2)) + D(p2, sg(z1)))`` with ``D`` the negative cosine.
+Recipe: SGD, lr 0.05 * B / 256 (CIFAR: 0.03), momentum 0.9, wd 1e-4 (CIFAR 5e-4),
+cosine schedule, no warmup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from baselines.losses.negative_cosine import symmetric_negative_cosine
+from sslbench.heads import mlp
+from sslbench.method import Method, StepOutput, TrainConfig
+
+
+@dataclass(frozen=True)
+class SimSiamConfig:
+    """Loss config of SimSiam.
+
+    Attributes:
+        stop_gradient: Detach the projector outputs used as targets. Without it
+            SimSiam collapses (Chen & He 2021, fig. 2).
+    """
+
+    stop_gradient: bool = True
+
+
+class SimSiamModel(nn.Module):
+    """Backbone, projector and predictor; ``forward(v1, v2) -> StepOutput``.
+
+    Args:
+        backbone: Module with ``out_dim``.
+        heads: ``proj_hidden``, ``proj_dim``, ``pred_hidden``.
+        loss: :class:`SimSiamConfig`.
+    """
+
+    def __init__(self, backbone: nn.Module, heads: dict[str, int], loss: SimSiamConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projector = mlp([backbone.out_dim, heads["proj_hidden"], heads["proj_dim"]], last_bn=True, last_bn_affine=False)
+        self.predictor = mlp([heads["proj_dim"], heads["pred_hidden"], heads["proj_dim"]])
+        self.loss_config = loss
+
+    def param_groups(self) -> list[dict]:
+        """Backbone and projector follow the schedule; the predictor keeps a fixed lr (paper, sec. 4.2)."""
+        return [
+            {"params": list(self.backbone.parameters()) + list(self.projector.parameters())},
+            {"params": list(self.predictor.parameters()), "fixed_lr": True},
+        ]
+
+    def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> StepOutput:
+        """Two ``(N, C, H, W)`` views -> loss, terms and ``z1`` ``(N, proj_dim)``."""
+        z = self.projector(self.backbone(torch.cat([v1, v2])))
+        p = self.predictor(z)
+        z1, z2 = z.chunk(2)
+        p1, p2 = p.chunk(2)
+        loss = symmetric_negative_cosine(p1, p2, z1, z2, self.loss_config.stop_gradient)
+        return StepOutput(loss, {"negative_cosine": loss.detach()}, z1.detach())
+
+
+SIMSIAM = Method(
+    name="simsiam",
+    summary="SimSiam: predictor + stop-gradient, negative cosine",
+    paper="Chen & He, CVPR 2021",
+    build=SimSiamModel,
+    loss=SimSiamConfig(),
+    heads={"proj_hidden": 2048, "proj_dim": 2048, "pred_hidden": 512},
+    train=TrainConfig(optimizer="sgd", lr=0.05, weight_decay=1e-4, momentum=0.9),
+    presets={
+        "smoke": {"train": {"batch_size": 128, "lr": 0.1}, "heads": {"proj_hidden": 128, "proj_dim": 128, "pred_hidden": 32}},
+        "quick": {"train": {"batch_size": 256, "lr": 0.1, "weight_decay": 5e-4}, "heads": {"proj_hidden": 1024, "proj_dim": 1024, "pred_hidden": 256}},
+        "standard": {"train": {"batch_size": 256, "lr": 0.06, "weight_decay": 5e-4}},
+        "cifar10": {"train": {"batch_size": 512, "lr": 0.03, "weight_decay": 5e-4}},
+    },
+)

@@ -1,0 +1,29 @@
+"""``vicreg_mod``: VICReg with the covariance term on the correlation matrix.
+
+The one point change: for each branch,
+
+``c(x) = sum_{i != j} R_ij^2 / D``,  ``R = xs^T xs / (N - 1)``,
+``xs_j = (x_j - mean(x_j)) / sqrt(Var(x_j) + eps)``
+
+instead of the same sum over the covariance ``C = xc^T xc / (N - 1)``.
+Everything else (expander, 25/25/1 weights, invariance and variance terms,
+recipe) is VICReg's.
+
+Why: ``C_ij = R_ij * s_i * s_j``, so VICReg's decorrelation pressure grows with
+the square of the embedding scale and interacts with the variance hinge (which
+only pushes stds up to 1). On the correlation matrix the penalty is
+scale-free: it asks only that dimensions be decorrelated, whatever their
+scale (the same normalisation VIbCReg uses, Lee & Aune 2021, without its
+25/25/200 weights). Expected behaviour: similar quality to VICReg, decorrelation
+that does not weaken when the variance term lets the scale shrink.
+"""
+
+from baselines.vicreg import VICREG
+from sslbench.method import derive_variant
+
+VICREG_MOD = derive_variant(
+    VICREG,
+    "vicreg_mod",
+    "VICReg with the covariance term on each branch's correlation matrix",
+    cov_mode="correlation",
+)

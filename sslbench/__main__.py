@@ -1,0 +1,7 @@
+"""``python -m sslbench`` runs the CLI."""
+
+import sys
+
+from sslbench.cli import main
+
+sys.exit(main())

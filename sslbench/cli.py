@@ -1,0 +1,133 @@
+"""Command line: ``sslbench run | ls | leaderboard``.
+
+Errors caused by input print one line and exit 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from sslbench.errors import SslbenchError, did_you_mean
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers separated by commas, got {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sslbench", description="Evaluate self-supervised image embeddings.")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="pretrain methods, evaluate protocols, print the leaderboard")
+    r.add_argument("--methods", type=_csv, help="comma-separated methods/variants (default simsiam,vicreg_mod)")
+    r.add_argument("--references", type=_csv, help="floors to include (default random_init,raw_pixels; '' for none)")
+    r.add_argument("--dataset", help="dataset name (default: the preset's)")
+    r.add_argument("--data-root", help="where to look for data first (also SSLBENCH_DATA)")
+    r.add_argument("--preset", help="smoke | quick (default) | standard | cifar10")
+    r.add_argument("--epochs", type=int, help="pretraining epochs (default: the preset's)")
+    r.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default 0)")
+    r.add_argument("--protocols", type=_csv, help="comma-separated protocols (default knn,linear,collapse)")
+    r.add_argument("--out", help="output directory (default runs)")
+    r.add_argument("--device", help="cpu (default) or cuda")
+    r.add_argument("--config", help="TOML config file (preset < file < flags)")
+
+    ls = sub.add_parser("ls", help="list what is registered")
+    ls.add_argument("kind", nargs="?", default="all", help="methods | protocols | datasets | backbones | presets")
+
+    lb = sub.add_parser("leaderboard", help="rebuild the leaderboard from run directories")
+    lb.add_argument("dirs", nargs="+", help="run directories (--out of earlier runs)")
+    lb.add_argument("--write", help="also write leaderboard.{md,csv,json} into this directory")
+    return ap
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from sslbench.config import RunConfig, load_toml
+    from sslbench.runner import run
+
+    cfg = RunConfig()
+    if args.config:
+        cfg = load_toml(args.config, cfg)
+    flags = {
+        "methods": args.methods,
+        "references": args.references,
+        "dataset": args.dataset,
+        "data_root": args.data_root,
+        "preset": args.preset,
+        "epochs": args.epochs,
+        "seeds": args.seeds,
+        "protocols": args.protocols,
+        "out": args.out,
+        "device": args.device,
+    }
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+    failures = run(cfg)
+    return 1 if failures else 0
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    from sslbench.registry import KINDS, registry
+
+    kinds = KINDS if args.kind == "all" else [args.kind]
+    if args.kind != "all" and args.kind not in KINDS:
+        raise did_you_mean(args.kind, KINDS, "kind")
+    for kind in kinds:
+        print(f"{kind}:")
+        reg = registry(kind)
+        for name in reg.names():
+            obj = reg.get(name)
+            summary = getattr(obj, "summary", None) or (obj.__doc__ or "").strip().splitlines()[0]
+            src = reg.source(name)
+            print(f"  {name:<16} {summary}" + ("" if src == "builtin" else f"  [{src}]"))
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from sslbench import leaderboard
+    from sslbench.store import find_results
+
+    results = []
+    for d in args.dirs:
+        path = Path(d)
+        if not path.is_dir():
+            raise SslbenchError(f"{d} is not a directory")
+        found = find_results(path)
+        if not found:
+            raise SslbenchError(f"no results under {d} (expected <method>/seed<k>/results/*.json)")
+        results += found
+    table, notes = leaderboard.build(results)
+    if args.write:
+        print(leaderboard.write(table, notes, Path(args.write)))
+    else:
+        print(leaderboard.to_markdown(table, notes))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sslbench`` console script."""
+    args = _parser().parse_args(argv)
+    handlers = {"run": _cmd_run, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard}
+    try:
+        return handlers[args.command](args)
+    except SslbenchError as e:
+        if args.debug:
+            raise
+        print(f"sslbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sslbench: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

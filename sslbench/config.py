@@ -1,0 +1,210 @@
+"""Run configuration: preset < TOML file < CLI flags, validated; an unknown key is an error.
+
+TOML layout::
+
+    [run]                      # any field of RunConfig below
+    methods = ["vicreg", "my_variant"]
+    preset = "quick"
+    seeds = [0, 1, 2]
+
+    [train]                    # TrainConfig fields, applied to every method
+    epochs = 4
+
+    [protocols.knn]            # parameters of one protocol
+    k = 20
+
+    [variants.my_variant]      # a loss variant: a base method plus changed loss fields
+    base = "vicreg"
+    summary = "VICReg with twice the covariance weight"
+    loss = { cov_coeff = 2.0 }
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sslbench.errors import SslbenchError, did_you_mean
+from sslbench.method import Method, TrainConfig, derive_variant
+from sslbench.presets import Preset
+from sslbench.registry import registry
+
+
+@dataclass
+class RunConfig:
+    """Everything ``sslbench run`` needs; ``None`` fields come from the preset.
+
+    Attributes:
+        methods: Methods or variants to pretrain.
+        references: Reference encoders evaluated as floors.
+        preset: Preset name.
+        dataset: Dataset name (default: the preset's).
+        data_root: Where to look for data first (also ``SSLBENCH_DATA``).
+        backbone: Backbone name (default: the preset's).
+        width: Backbone width (default: the preset's).
+        epochs: Pretraining epochs for every method (default: the preset's).
+        seeds: Seeds; each method runs once per seed.
+        protocols: Protocols to evaluate.
+        out: Output directory.
+        device: ``cpu`` or ``cuda``.
+        train: TrainConfig overrides for every method (``[train]``).
+        protocol_params: Per-protocol parameters (``[protocols.NAME]``).
+    """
+
+    methods: list[str] = field(default_factory=lambda: ["simsiam", "vicreg_mod"])
+    references: list[str] = field(default_factory=lambda: ["random_init", "raw_pixels"])
+    preset: str = "quick"
+    dataset: str | None = None
+    data_root: str | None = None
+    backbone: str | None = None
+    width: int | None = None
+    epochs: int | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+    protocols: list[str] = field(default_factory=lambda: ["knn", "linear", "collapse"])
+    out: str = "runs"
+    device: str = "cpu"
+    train: dict[str, Any] = field(default_factory=dict)
+    protocol_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def preset_obj(self) -> Preset:
+        """The :class:`Preset` named by ``preset``."""
+        return registry("presets").get(self.preset)
+
+    def resolved(self) -> RunConfig:
+        """A copy with every preset-derived field filled in and all names checked."""
+        p = self.preset_obj()
+        r = dataclasses.replace(
+            self,
+            dataset=self.dataset or p.dataset,
+            backbone=self.backbone or p.backbone,
+            width=self.width or p.width,
+            epochs=self.epochs or p.epochs,
+        )
+        for name in r.methods + r.references:
+            registry("methods").get(name)
+        for name in r.protocols:
+            registry("protocols").get(name)
+        for name in r.protocol_params:
+            if name not in r.protocols:
+                registry("protocols").get(name)
+        registry("backbones").get(r.backbone)
+        if not r.dataset.startswith("imagefolder:"):
+            registry("datasets").get(r.dataset)
+        if r.device not in ("cpu", "cuda") and not r.device.startswith("cuda:"):
+            raise SslbenchError(f"device must be 'cpu' or 'cuda', got {r.device!r}")
+        if not r.seeds:
+            raise SslbenchError("at least one seed is needed")
+        return r
+
+    def train_overrides(self) -> dict[str, Any]:
+        """TrainConfig fields to apply on top of each method's preset defaults."""
+        over = dict(self.train)
+        over["epochs"] = self.epochs or over.get("epochs") or self.preset_obj().epochs
+        return over
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for the result records."""
+        return dataclasses.asdict(self)
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is list or origin is tuple:
+        (inner, *_) = typing.get_args(annotation) or (Any,)
+        return isinstance(value, list | tuple) and all(_type_ok(v, inner) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def check_fields(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check ``values`` against the dataclass ``cls``: known keys, right types.
+
+    Raises:
+        SslbenchError: naming the key and ``where`` (file and table).
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in values.items():
+        if key not in names:
+            err = did_you_mean(key, names, f"key in {where}")
+            raise SslbenchError(str(err))
+        if not _type_ok(value, hints[key]):
+            raise SslbenchError(f"{where}: {key!r} must be {hints[key]}, got {value!r} ({type(value).__name__})")
+        out[key] = float(value) if hints[key] is float else value
+    return out
+
+
+_RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)} - {"train", "protocol_params"}
+
+
+def _register_variant(name: str, spec: dict[str, Any], where: str) -> None:
+    spec = dict(spec)
+    base_name = spec.pop("base", None)
+    if base_name is None:
+        raise SslbenchError(f"{where}: a variant needs 'base' (the method it changes)")
+    summary = spec.pop("summary", f"{base_name} with changed loss terms")
+    loss = spec.pop("loss", {})
+    if spec:
+        raise SslbenchError(f"{where}: unknown key {next(iter(spec))!r} (a variant takes base, summary, loss)")
+    base: Method = registry("methods").get(base_name)
+    if base.loss is None:
+        raise SslbenchError(f"{where}: {base_name!r} has no loss to change")
+    loss = check_fields(type(base.loss), loss, f"{where}.loss")
+    methods = registry("methods")
+    if name in methods:
+        existing = methods.get(name)
+        if existing.base == base_name and existing.loss == dataclasses.replace(base.loss, **loss):
+            return  # the same file loaded twice
+        raise SslbenchError(f"{where}: variant name {name!r} is already a registered method")
+    methods.register(name, derive_variant(base, name, summary, **loss), source=where)
+
+
+def load_toml(path: str | Path, cfg: RunConfig | None = None) -> RunConfig:
+    """Apply a TOML config file on top of ``cfg`` (registering its variants).
+
+    Raises:
+        SslbenchError: for a missing file, a syntax error, an unknown key or a wrong type.
+    """
+    path = Path(path)
+    cfg = cfg or RunConfig()
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SslbenchError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SslbenchError(f"{path}: TOML syntax error: {e}") from None
+    for table in doc:
+        if table not in ("run", "train", "protocols", "variants"):
+            raise SslbenchError(str(did_you_mean(table, ["run", "train", "protocols", "variants"], f"table in {path}")))
+    for name, spec in doc.get("variants", {}).items():
+        _register_variant(name, spec, f"{path} [variants.{name}]")
+    run = doc.get("run", {})
+    for key in run:
+        if key not in _RUN_KEYS:
+            raise SslbenchError(str(did_you_mean(key, _RUN_KEYS, f"key in {path} [run]")))
+    values = check_fields(RunConfig, run, f"{path} [run]")
+    train = check_fields(TrainConfig, doc.get("train", {}), f"{path} [train]")
+    params = dict(cfg.protocol_params)
+    for pname, pvalues in doc.get("protocols", {}).items():
+        cls = registry("protocols").get(pname)
+        params[pname] = {**params.get(pname, {}), **check_fields(cls, pvalues, f"{path} [protocols.{pname}]")}
+    return dataclasses.replace(cfg, **values, train={**cfg.train, **train}, protocol_params=params)

@@ -1,0 +1,108 @@
+"""Feature extraction, cached on disk by encoder hash + data fingerprint.
+
+A second evaluation of an unchanged encoder on unchanged data runs no forward
+pass: the features come from ``<cache>/<key>.npz``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sslbench.augment import normalize
+from sslbench.io import atomic_write_bytes
+from sslbench.types import FeatureSet, ImageData
+
+
+def encoder_hash(encoder: nn.Module | None) -> str:
+    """sha256 of an encoder's state dict (names, dtypes, shapes, values); ``raw_pixels`` for ``None``."""
+    if encoder is None:
+        return "raw_pixels"
+    h = hashlib.sha256()
+    for name, t in sorted(encoder.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+@torch.inference_mode()
+def extract(
+    encoder: nn.Module | None,
+    images: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: str = "cpu",
+    batch_size: int = 1024,
+) -> np.ndarray:
+    """Run a frozen encoder over uint8 images.
+
+    Args:
+        encoder: ``(B, C, H, W) -> (B, D)`` in eval mode; ``None`` for raw pixels.
+        images: ``(N, C, H, W)`` uint8.
+        mean: Per-channel normalisation mean.
+        std: Per-channel normalisation std.
+        device: Where to run.
+        batch_size: Images per forward pass.
+
+    Returns:
+        ``(N, D)`` float32 features (``D = C*H*W`` for raw pixels).
+    """
+    if encoder is not None:
+        encoder.eval().to(device)
+    out = []
+    for i in range(0, images.shape[0], batch_size):
+        x = normalize(images[i : i + batch_size].to(device), mean, std)
+        if encoder is None:
+            out.append(x.flatten(1).cpu())
+            continue
+        if device == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        out.append(encoder(x).float().cpu())
+    return torch.cat(out).numpy().astype(np.float32, copy=False)
+
+
+def cached_features(
+    encoder: nn.Module | None, data: ImageData, cache_dir: Path, device: str = "cpu", run: str = ""
+) -> tuple[FeatureSet, str, bool]:
+    """Features of ``encoder`` on ``data``'s train and test splits, from cache when present.
+
+    Args:
+        encoder: Frozen backbone, or ``None`` for raw pixels.
+        data: The dataset.
+        cache_dir: Directory of ``.npz`` feature files.
+        device: Where to extract on a cache miss.
+        run: Run id for messages.
+
+    Returns:
+        ``(features, encoder_hash, hit)`` where ``hit`` says whether the cache served it.
+    """
+    enc = encoder_hash(encoder)
+    key = hashlib.sha256(f"{enc}|{data.fingerprint}|backbone".encode()).hexdigest()[:32]
+    path = cache_dir / f"{key}.npz"
+    hit = path.exists()
+    if hit:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                train_x, test_x = z["train_x"], z["test_x"]
+        except (OSError, ValueError, KeyError, EOFError):
+            hit = False  # a damaged cache entry is recomputed
+    if not hit:
+        train_x = extract(encoder, data.train_images, data.mean, data.std, device)
+        test_x = extract(encoder, data.test_images, data.mean, data.std, device)
+        buf = io.BytesIO()
+        np.savez(buf, train_x=train_x, test_x=test_x)
+        atomic_write_bytes(path, buf.getvalue())
+    fs = FeatureSet(
+        train_x=train_x,
+        train_y=data.train_labels.numpy(),
+        test_x=test_x,
+        test_y=data.test_labels.numpy(),
+        run=run,
+    )
+    return fs, enc, hit

@@ -1,0 +1,101 @@
+"""Optimisers (SGD, LARS, AdamW) and the warmup + cosine learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslbench.method import TrainConfig
+
+
+class LARS(torch.optim.Optimizer):
+    """Layer-wise Adaptive Rate Scaling (You et al. 2017), SGD-momentum based.
+
+    Parameter groups flagged ``lars_exclude`` (biases, norms) skip both the trust
+    ratio and the weight decay, as in BYOL/VICReg/Barlow Twins.
+
+    Args:
+        params: Parameters or groups.
+        lr: Learning rate.
+        momentum: Momentum.
+        weight_decay: L2 weight decay, added to the gradient before the trust ratio.
+        eta: Trust coefficient.
+    """
+
+    def __init__(self, params: Any, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.02) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False))
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # noqa: D102
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                d = p.grad
+                if not g["lars_exclude"]:
+                    d = d.add(p, alpha=g["weight_decay"])
+                    pn, dn = torch.norm(p), torch.norm(d)
+                    q = torch.where((pn > 0) & (dn > 0), g["eta"] * pn / dn, torch.ones_like(pn))
+                    d = d.mul(q)
+                buf = self.state[p].get("mu")
+                if buf is None:
+                    buf = self.state[p]["mu"] = torch.clone(d).detach()
+                else:
+                    buf.mul_(g["momentum"]).add_(d)
+                p.add_(buf, alpha=-g["lr"])
+
+
+def _param_groups(model: nn.Module) -> list[dict[str, Any]]:
+    if hasattr(model, "param_groups"):
+        return model.param_groups()
+    return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Build the optimiser; the peak lr is ``cfg.lr * batch_size / 256``.
+
+    Biases and 1-D (norm) parameters get no weight decay and, for LARS, no
+    adaptation. Groups with ``fixed_lr`` keep the peak lr (SimSiam's predictor).
+    """
+    peak = cfg.lr * cfg.batch_size / 256
+    groups = []
+    for group in _param_groups(model):
+        params = group["params"]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        for ps, is_decay in ((decay, True), (no_decay, False)):
+            if ps:
+                groups.append(
+                    {
+                        "params": ps,
+                        "weight_decay": cfg.weight_decay if is_decay else 0.0,
+                        "lars_exclude": not is_decay,
+                        "fixed_lr": bool(group.get("fixed_lr", False)),
+                        "lr": peak,
+                    }
+                )
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=peak, momentum=cfg.momentum)
+    if cfg.optimizer == "lars":
+        return LARS(groups, lr=peak, momentum=cfg.momentum)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=peak)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float, final_ratio: float = 0.0) -> float:
+    """Linear warmup from 0 over ``warmup_steps``, then cosine decay to ``peak * final_ratio``."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    final = peak * final_ratio
+    return final + (peak - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, peak: float) -> None:
+    """Apply the scheduled ``lr`` to every group except ``fixed_lr`` ones (kept at ``peak``)."""
+    for g in optimizer.param_groups:
+        g["lr"] = peak if g.get("fixed_lr") else lr

@@ -1,0 +1,32 @@
+"""Built-in presets: dataset, backbone and epochs; methods add their own per-preset hyperparameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named starting point for ``sslbench run``.
+
+    Attributes:
+        name: Registry name.
+        summary: One line for ``sslbench ls presets``.
+        dataset: Dataset registry name.
+        backbone: Backbone registry name.
+        width: Backbone width.
+        epochs: Pretraining epochs.
+    """
+
+    name: str
+    summary: str
+    dataset: str
+    backbone: str
+    width: int
+    epochs: int
+
+
+SMOKE = Preset("smoke", "digits (8x8), ConvNet width 8, 3 epochs: seconds; used by tests and CI", "digits", "convnet", 8, 3)
+QUICK = Preset("quick", "Fashion-MNIST, ConvNet 32-64-128-256, 4 epochs: about 5 min per method on 2 CPU cores", "fashion-mnist", "convnet", 32, 4)
+STANDARD = Preset("standard", "Fashion-MNIST, ConvNet 64-128-256-512, 30 epochs: hours on a CPU, minutes on a GPU", "fashion-mnist", "convnet", 64, 30)
+CIFAR10 = Preset("cifar10", "CIFAR-10, ResNet-18 (CIFAR stem), 800 epochs, published recipes: needs a GPU", "cifar10", "resnet18", 64, 800)

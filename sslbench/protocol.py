@@ -1,0 +1,114 @@
+"""The protocol contract: how any evaluation protocol plugs into sslbench.
+
+A protocol is one small class, registered by name (built-ins in
+:mod:`sslbench.builtins`, third parties through the entry-point group
+``sslbench.protocols``). Its parameters are dataclass fields, so they are
+recorded in every result and can be set from a config file. Estimators are
+built inside ``evaluate``, never shared between calls. Heavy maths lives in pure
+functions next to the protocol class.
+
+Example::
+
+    @dataclass
+    class Centroid(Protocol):
+        name: ClassVar[str] = "centroid"
+        version: ClassVar[str] = "1"
+        requires: ClassVar[frozenset[str]] = frozenset({"labels"})
+        metrics: ClassVar[dict[str, Direction]] = {"top1": "higher"}
+        main_metric: ClassVar[str] = "top1"
+
+        def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float]:
+            ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from sslbench.errors import SslbenchError
+from sslbench.types import Direction, FeatureSet
+
+#: What a protocol may require of its inputs.
+REQUIREMENTS = frozenset({"labels", "transfer", "encoder"})
+
+
+@dataclass
+class Protocol:
+    """Base of every evaluation protocol (attributes only, no machinery).
+
+    Class attributes:
+        name: Registry name; metric columns are ``<name>.<metric>``.
+        version: Bumped whenever a change alters the numbers it reports.
+        requires: Subset of :data:`REQUIREMENTS`.
+        metrics: Metric name -> direction (``"higher"`` or ``"lower"`` is better).
+        main_metric: The metric used for ranking.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "0"
+    requires: ClassVar[frozenset[str]] = frozenset()
+    metrics: ClassVar[dict[str, Direction]] = {}
+    main_metric: ClassVar[str] = ""
+
+    def params(self) -> dict[str, Any]:
+        """The protocol's parameters (its dataclass fields) for the result record."""
+        return dataclasses.asdict(self)
+
+    def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float]:
+        """Compute the metrics on frozen features.
+
+        Args:
+            features: Train/test features and labels of one encoder.
+            seed: Seed for every random choice the protocol makes.
+
+        Returns:
+            Flat ``{metric: value}``; at least every key of ``metrics``.
+        """
+        raise NotImplementedError
+
+
+def build_protocol(cls: type[Protocol], params: dict[str, Any] | None = None) -> Protocol:
+    """Instantiate a protocol class with parameters from a config, checking names.
+
+    Raises:
+        SslbenchError: for a parameter the protocol does not have.
+    """
+    params = dict(params or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in params:
+        if key not in known:
+            from sslbench.errors import did_you_mean
+
+            raise did_you_mean(key, known, f"parameter of protocol {cls.name!r}")
+    return cls(**params)
+
+
+def check_features(features: FeatureSet) -> None:
+    """Refuse features that no protocol can use, naming the array and the run.
+
+    Raises:
+        SslbenchError: on wrong shapes, non-finite values or label mismatches.
+    """
+    where = f" (run {features.run})" if features.run else ""
+    for split in ("train", "test"):
+        x = getattr(features, f"{split}_x")
+        y = getattr(features, f"{split}_y")
+        if x.ndim != 2:
+            raise SslbenchError(f"{split}_x must be 2-D (N, D), got shape {x.shape}{where}")
+        if y.ndim != 1 or len(y) != len(x):
+            raise SslbenchError(
+                f"{split}_y must be 1-D with {len(x)} labels to match {split}_x, "
+                f"got shape {y.shape}{where}"
+            )
+        if not np.isfinite(x).all():
+            bad = int((~np.isfinite(x)).any(axis=1).sum())
+            raise SslbenchError(f"{split}_x has NaN or Inf in {bad} rows{where}")
+    if features.train_x.shape[1] != features.test_x.shape[1]:
+        raise SslbenchError(
+            f"train_x has {features.train_x.shape[1]} dims but test_x has "
+            f"{features.test_x.shape[1]}{where}"
+        )

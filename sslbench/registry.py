@@ -1,0 +1,112 @@
+"""The one registry: methods, protocols, datasets, backbones and presets by name.
+
+Core code never imports ``baselines/`` or ``protocols/``; it looks names up here.
+Built-ins are declared as lazy ``"module:attr"`` strings in :mod:`sslbench.builtins`;
+third-party plugins add entries through the entry-point groups
+``sslbench.methods``, ``sslbench.protocols``, ``sslbench.datasets`` and
+``sslbench.backbones``. A name registered twice is an error.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+from sslbench.errors import SslbenchError, did_you_mean
+
+KINDS = ("methods", "protocols", "datasets", "backbones", "presets")
+
+
+class Registry:
+    """Name -> object table for one kind, with lazy ``module:attr`` entries.
+
+    Args:
+        kind: Plural name of what is registered (e.g. ``"methods"``).
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Any] = {}
+        self._sources: dict[str, str] = {}
+        self._plugins_loaded = False
+
+    def register(self, name: str, obj: Any, source: str = "code") -> None:
+        """Add ``obj`` (or a lazy ``"module:attr"`` string) under ``name``.
+
+        Raises:
+            SslbenchError: when ``name`` is already taken.
+        """
+        if name in self._entries:
+            raise SslbenchError(
+                f"{self.kind[:-1]} {name!r} is registered twice "
+                f"({self._sources[name]} and {source})"
+            )
+        self._entries[name] = obj
+        self._sources[name] = source
+
+    def decorator(self, name: str) -> Callable[[Any], Any]:
+        """``@registry.decorator("name")`` registers the decorated object."""
+
+        def wrap(obj: Any) -> Any:
+            self.register(name, obj)
+            return obj
+
+        return wrap
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for ep in metadata.entry_points(group=f"sslbench.{self.kind}"):
+            if ep.name in self._entries and self._entries[ep.name] == ep.value:
+                continue  # the same target declared twice is not a conflict
+            self.register(ep.name, ep.value, source=f"entry point {ep.value}")
+
+    def names(self) -> list[str]:
+        """All registered names, sorted."""
+        self._load_plugins()
+        return sorted(self._entries)
+
+    def source(self, name: str) -> str:
+        """Where ``name`` was registered from (``builtin``, ``code`` or an entry point)."""
+        self.get(name)
+        return self._sources[name]
+
+    def get(self, name: str) -> Any:
+        """Return the object for ``name``, importing it on first use.
+
+        Raises:
+            SslbenchError: for an unknown name, with a "did you mean".
+        """
+        self._load_plugins()
+        if name not in self._entries:
+            raise did_you_mean(name, self._entries, self.kind[:-1])
+        obj = self._entries[name]
+        if isinstance(obj, str):
+            module, _, attr = obj.partition(":")
+            obj = getattr(importlib.import_module(module), attr)
+            self._entries[name] = obj
+        return obj
+
+    def __contains__(self, name: str) -> bool:
+        self._load_plugins()
+        return name in self._entries
+
+
+_REGISTRIES: dict[str, Registry] = {}
+
+
+def registry(kind: str) -> Registry:
+    """The registry for ``kind`` (one of :data:`KINDS`), with built-ins loaded."""
+    if kind not in KINDS:
+        raise did_you_mean(kind, KINDS, "registry kind")
+    if kind not in _REGISTRIES:
+        from sslbench.builtins import BUILTINS
+
+        reg = Registry(kind)
+        for name, target in BUILTINS[kind].items():
+            reg.register(name, target, source="builtin")
+        _REGISTRIES[kind] = reg
+    return _REGISTRIES[kind]

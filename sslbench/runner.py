@@ -1,0 +1,210 @@
+"""``sslbench run``: for each method x seed, pretrain -> features -> protocols -> result JSONs.
+
+Every stage is resumable: a finished checkpoint is not retrained, cached
+features are not recomputed, an existing result with the same protocol version,
+parameters and encoder is not re-evaluated. One failing run (bad checkpoint,
+divergence) is reported and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslbench import leaderboard
+from sslbench.augment import TwoViews
+from sslbench.backbones import build_backbone
+from sslbench.config import RunConfig
+from sslbench.data import load_dataset
+from sslbench.errors import SslbenchError
+from sslbench.faults import maybe_fault
+from sslbench.features import cached_features
+from sslbench.io import atomic_write_json
+from sslbench.method import Method, loss_changes
+from sslbench.protocol import Protocol, build_protocol
+from sslbench.registry import registry
+from sslbench.store import SCHEMA_VERSION, find_results, result_path, run_dir, versions
+from sslbench.train import METRICS, TrainOutcome, pretrain
+from sslbench.types import ImageData
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_record(method: Method, seed: int, cfg: RunConfig) -> dict[str, Any]:
+    """The fully resolved configuration of one (method, seed) run."""
+    train, heads = method.resolve(cfg.preset, cfg.train_overrides())
+    return {
+        "method": method.name,
+        "base": method.base,
+        "encoder_kind": method.encoder,
+        "preset": cfg.preset,
+        "dataset": cfg.dataset,
+        "backbone": cfg.backbone,
+        "width": cfg.width,
+        "seed": seed,
+        "train": dataclasses.asdict(train) if method.encoder == "trained" else None,
+        "heads": heads if method.encoder == "trained" else None,
+        "loss": ({"type": type(method.loss).__name__, **dataclasses.asdict(method.loss)} if method.loss else None),
+        "views": [dataclasses.asdict(v) for v in method.views] if method.encoder == "trained" else None,
+    }
+
+
+def _check_run_dir(rdir: Path, record: dict[str, Any]) -> None:
+    path = rdir / "config.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != json.loads(json.dumps(record)):
+            diff = sorted(k for k in record if json.dumps(old.get(k), sort_keys=True) != json.dumps(record[k], sort_keys=True))
+            raise SslbenchError(
+                f"{rdir} holds a run with a different config (differs in: {', '.join(diff)}); "
+                "use another --out or delete that directory"
+            )
+    else:
+        atomic_write_json(path, record)
+
+
+def _train_seconds(rdir: Path) -> float:
+    path = rdir / METRICS
+    if not path.exists():
+        return 0.0
+    return sum(json.loads(ln).get("epoch_s", 0.0) for ln in path.read_text().splitlines() if ln.strip())
+
+
+def _encoder(
+    method: Method, record: dict[str, Any], data: ImageData, cfg: RunConfig, rdir: Path, seed: int
+) -> tuple[nn.Module | None, TrainOutcome | None]:
+    if method.encoder == "raw_pixels":
+        return None, None
+    torch.manual_seed(seed)
+    backbone = build_backbone(cfg.backbone, data.channels, cfg.width)
+    if method.encoder == "random_init":
+        return backbone, None
+    train_cfg, heads = method.resolve(cfg.preset, cfg.train_overrides())
+    model = method.build(backbone, heads, method.loss)
+    views = TwoViews(*method.views, mean=data.mean, std=data.std)
+    outcome = pretrain(model, data, views, train_cfg, rdir, seed, cfg.device, label=f"{method.name}/seed{seed}")
+    return model.backbone, outcome
+
+
+def _is_current(path: Path, proto: Protocol, enc_hash: str | None) -> bool:
+    if not path.exists():
+        return False
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    p = doc.get("protocol", {})
+    return (
+        doc.get("schema_version") == SCHEMA_VERSION
+        and p.get("version") == proto.version
+        and p.get("params") == json.loads(json.dumps(proto.params()))
+        and (enc_hash is None or doc.get("encoder_hash") == enc_hash)
+    )
+
+
+def run_one(method: Method, seed: int, cfg: RunConfig, data: ImageData, protocols: list[Protocol], out: Path) -> None:
+    """Pretrain (if needed), extract features and evaluate every protocol for one run."""
+    rdir = run_dir(out, method.name, seed)
+    record = run_record(method, seed, cfg)
+    _check_run_dir(rdir, record)
+    todo = [p for p in protocols if not _is_current(result_path(out, method.name, seed, p.name), p, None)]
+    if not todo:
+        _log(f"{method.name}/seed{seed}: all results present, skipped")
+        return
+    encoder, outcome = _encoder(method, record, data, cfg, rdir, seed)
+    train_info = dataclasses.asdict(outcome) if outcome else {"status": "not_trained"}
+    base = registry("methods").get(method.base) if method.base else None
+    common = {
+        "schema_version": SCHEMA_VERSION,
+        "method": method.name,
+        "base": method.base,
+        "encoder_kind": method.encoder,
+        "loss_changes": loss_changes(method.loss, base.loss if base else None),
+        "seed": seed,
+        "config": record,
+        "run_config": cfg.to_dict(),
+        "dataset": {
+            "name": data.name,
+            "fingerprint": data.fingerprint,
+            "source": data.source,
+            "n_train": int(data.train_images.shape[0]),
+            "n_test": int(data.test_images.shape[0]),
+        },
+        "train": train_info,
+        "versions": versions(),
+    }
+    if outcome is not None and outcome.status == "diverged":
+        for p in protocols:
+            doc = {**common, "protocol": _protocol_info(p), "metrics": {}, "encoder_hash": None,
+                   "timings": {"train_s": _train_seconds(rdir)}}
+            atomic_write_json(result_path(out, method.name, seed, p.name), doc)
+        return
+    t0 = time.perf_counter()
+    features, enc_hash, hit = cached_features(encoder, data, out / "cache" / "features", cfg.device, f"{method.name}/seed{seed}")
+    features_s = time.perf_counter() - t0
+    _log(f"{method.name}/seed{seed}: features {features.train_x.shape[1]}-d "
+         f"({'cache hit' if hit else f'extracted in {features_s:.1f}s'})")
+    maybe_fault("after_features")
+    for p in protocols:
+        path = result_path(out, method.name, seed, p.name)
+        if _is_current(path, p, enc_hash):
+            continue
+        t0 = time.perf_counter()
+        metrics = p.evaluate(features, seed)
+        dt = time.perf_counter() - t0
+        doc = {
+            **common,
+            "protocol": _protocol_info(p),
+            "metrics": metrics,
+            "encoder_hash": enc_hash,
+            "timings": {"train_s": _train_seconds(rdir), "features_s": features_s, "features_cache_hit": hit, "protocol_s": dt},
+        }
+        atomic_write_json(path, doc)
+        main = metrics.get(p.main_metric)
+        _log(f"{method.name}/seed{seed}: {p.name}.{p.main_metric} = {main:.4f} ({dt:.1f}s)")
+        maybe_fault(f"after_protocol:{p.name}")
+
+
+def _protocol_info(p: Protocol) -> dict[str, Any]:
+    return {"name": p.name, "version": p.version, "params": p.params(), "main_metric": p.main_metric,
+            "directions": dict(p.metrics)}
+
+
+def run(cfg: RunConfig) -> int:
+    """Run the whole sweep, write and print the leaderboard.
+
+    Returns:
+        The number of (method, seed) runs that failed with a reported error.
+    """
+    cfg = cfg.resolved()
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SslbenchError("--device cuda was asked for, but torch sees no CUDA device")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(cfg.dataset, cfg.data_root)
+    _log(f"dataset {data.name}: {data.train_images.shape[0]} train / {data.test_images.shape[0]} test, "
+         f"fingerprint {data.fingerprint[:12]}")
+    protocols = [build_protocol(registry("protocols").get(n), cfg.protocol_params.get(n)) for n in cfg.protocols]
+    failures = 0
+    for name in cfg.methods + cfg.references:
+        method = registry("methods").get(name)
+        for seed in cfg.seeds:
+            t0 = time.perf_counter()
+            try:
+                run_one(method, seed, cfg, data, protocols, out)
+            except SslbenchError as e:
+                failures += 1
+                _log(f"ERROR {name}/seed{seed}: {e} (the sweep goes on)")
+            _log(f"{name}/seed{seed}: done in {time.perf_counter() - t0:.0f}s")
+    table, notes = leaderboard.build(find_results(out))
+    print(leaderboard.write(table, notes, out))
+    return failures

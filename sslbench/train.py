@@ -1,0 +1,196 @@
+"""The one training loop every method shares.
+
+It owns optimisation (SGD/LARS/AdamW, warmup + cosine), the EMA hook
+(``model.after_step(progress)``), an atomic checkpoint after every epoch,
+resumption from it, ``metrics.jsonl`` (loss, named terms, std of the
+l2-normalised embeddings, images/s, data-pipeline share) and a progress bar on a
+terminal (plain log lines otherwise). A NaN/Inf loss stops the run and records
+it as ``diverged`` instead of raising.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from sslbench.augment import TwoViews
+from sslbench.embedding_stats import std_of_l2_normalized
+from sslbench.faults import maybe_fault
+from sslbench.io import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from sslbench.method import TrainConfig
+from sslbench.optim import build_optimizer, lr_at, set_lr
+from sslbench.types import ImageData
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+STATUS = "train_status.json"
+
+
+@dataclass
+class TrainOutcome:
+    """How a pretraining run ended.
+
+    Attributes:
+        status: ``finished`` or ``diverged``.
+        epochs: Epochs completed.
+        step: Global step at which it diverged (``None`` if it did not).
+        message: Human-readable detail.
+    """
+
+    status: Literal["finished", "diverged"]
+    epochs: int
+    step: int | None = None
+    message: str = ""
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _rewrite_metrics(path: Path, upto_epoch: int) -> None:
+    """Keep only the lines of epochs already checkpointed, so a resume writes no duplicates."""
+    if not path.exists():
+        return
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            if json.loads(ln)["epoch"] <= upto_epoch:
+                keep.append(ln)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def pretrain(
+    model: nn.Module,
+    data: ImageData,
+    views: TwoViews,
+    cfg: TrainConfig,
+    run_dir: Path,
+    seed: int,
+    device: str = "cpu",
+    label: str = "",
+) -> TrainOutcome:
+    """Train ``model`` on ``data``'s train split, resuming from ``run_dir`` if possible.
+
+    Args:
+        model: A method's model; ``forward(v1, v2) -> StepOutput``.
+        data: Images in memory (labels are never used).
+        views: Two-view augmentation.
+        cfg: Optimisation hyperparameters.
+        run_dir: Where the checkpoint, ``metrics.jsonl`` and status live.
+        seed: Seeds the data order and every augmentation.
+        device: ``cpu`` or ``cuda``.
+        label: Prefix for log lines.
+
+    Returns:
+        The outcome; the model holds the final weights when ``finished``.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    status_path, ckpt_path, metrics_path = run_dir / STATUS, run_dir / CHECKPOINT, run_dir / METRICS
+    if status_path.exists():
+        st = json.loads(status_path.read_text())
+        if st["status"] == "diverged":
+            return TrainOutcome("diverged", st["epochs"], st.get("step"), st.get("message", ""))
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    channels_last = device == "cpu"
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg)
+    images = data.train_images
+    n = images.shape[0]
+    batch = min(cfg.batch_size, n)
+    steps_per_epoch = n // batch
+    total = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    peak = cfg.lr * batch / 256
+
+    start_epoch = 0
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch = int(state["epoch"])
+        if start_epoch < cfg.epochs:
+            _log(f"{label}: resuming from epoch {start_epoch}/{cfg.epochs}")
+    _rewrite_metrics(metrics_path, start_epoch)
+
+    interactive = sys.stderr.isatty()
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        sums: dict[str, float] = {}
+        t0, t_data = time.perf_counter(), 0.0
+        bar = tqdm(range(steps_per_epoch), desc=f"{label} ep {epoch + 1}/{cfg.epochs}", disable=not interactive, leave=False)
+        for i in bar:
+            step = epoch * steps_per_epoch + i
+            lr = lr_at(step, total, warmup, peak, cfg.final_lr_ratio)
+            set_lr(optimizer, lr, peak)
+            td = time.perf_counter()
+            v1, v2 = views(images[perm[i * batch : (i + 1) * batch]].to(device, non_blocking=True), gen)
+            if channels_last:
+                v1 = v1.contiguous(memory_format=torch.channels_last)
+                v2 = v2.contiguous(memory_format=torch.channels_last)
+            t_data += time.perf_counter() - td
+            out = model(v1, v2)
+            loss_value = out.loss.item()
+            if not math.isfinite(loss_value):
+                msg = f"loss became {loss_value} at step {step} (epoch {epoch + 1})"
+                atomic_write_json(status_path, {"status": "diverged", "epochs": epoch, "step": step, "message": msg})
+                _log(f"{label}: diverged: {msg}")
+                return TrainOutcome("diverged", epoch, step, msg)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            if hasattr(model, "after_step"):
+                model.after_step((step + 1) / total)
+            sums["loss"] = sums.get("loss", 0.0) + loss_value
+            for k, v in out.terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            sums["std_l2"] = sums.get("std_l2", 0.0) + float(std_of_l2_normalized(out.z))
+            if interactive:
+                bar.set_postfix(loss=f"{loss_value:.4f}")
+        elapsed = time.perf_counter() - t0
+        row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": lr}
+        row.update({k: v / steps_per_epoch for k, v in sums.items()})
+        row.update(
+            {
+                "std_l2_ref": 1 / math.sqrt(out.z.shape[1]),
+                "images_per_s": steps_per_epoch * batch / elapsed,
+                "data_share": t_data / elapsed,
+                "epoch_s": elapsed,
+            }
+        )
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": epoch + 1,
+        }
+        # The log line goes first: a kill between the two leaves a line for an epoch that
+        # is not checkpointed, which the resume drops and recomputes.
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        save_checkpoint(ckpt_path, state)
+        _log(
+            f"{label} epoch {epoch + 1}/{cfg.epochs} loss {row['loss']:.4f} std_l2 {row['std_l2']:.4f} "
+            f"(healthy ~{row['std_l2_ref']:.4f}) {row['images_per_s']:.0f} img/s, data {100 * row['data_share']:.0f}%"
+        )
+        maybe_fault(f"after_epoch:{epoch + 1}")
+    return TrainOutcome("finished", cfg.epochs)
