@@ -5,6 +5,9 @@ import pytest
 import torch
 
 from baselines.losses import (
+    barlow_twins_loss,
+    cross_correlation,
+    nt_xent_loss,
     correlation_term,
     covariance_term,
     invariance_term,
@@ -83,3 +86,40 @@ def test_stop_gradient_blocks_target_gradient():
     z2 = torch.randn(8, 4, requires_grad=True)
     symmetric_negative_cosine(p, p, z2, z2, stop_gradient=False).backward()
     assert z2.grad is not None and z2.grad.abs().sum() > 0
+
+
+def test_barlow_twins_golden(golden_pair):
+    za, zb = golden_pair
+    assert barlow_twins_loss(za, zb).item() == pytest.approx(0.1243687, abs=1e-7)
+
+
+def test_barlow_twins_matches_independent_formula_and_normalises_views_separately():
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(16, 5, generator=g, dtype=torch.float64)
+    b = 3 * a + 1 + 0.1 * torch.randn(16, 5, generator=g, dtype=torch.float64)
+    an = (a.numpy() - a.numpy().mean(0)) / np.sqrt(a.numpy().var(0) + 1e-5)
+    bn = (b.numpy() - b.numpy().mean(0)) / np.sqrt(b.numpy().var(0) + 1e-5)
+    c = an.T @ bn / 16
+    expected = sum((1 - c[i, i]) ** 2 for i in range(5)) + 0.0051 * sum(
+        c[i, j] ** 2 for i in range(5) for j in range(5) if i != j
+    )
+    assert barlow_twins_loss(a, b).item() == pytest.approx(expected, rel=1e-10)
+    assert torch.allclose(torch.diagonal(cross_correlation(a, b)), torch.ones(5, dtype=torch.float64), atol=0.01)
+
+
+@pytest.mark.parametrize("tau, golden", [(0.5, 1.4698712), (0.1, 1.9566757)])
+def test_nt_xent_golden(golden_pair, tau, golden):
+    za, zb = golden_pair
+    assert nt_xent_loss(za, zb, temperature=tau).item() == pytest.approx(golden, abs=1e-7)
+
+
+def test_nt_xent_matches_loop_formula():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(6, 4, generator=g, dtype=torch.float64)
+    z = torch.nn.functional.normalize(torch.cat([a, b]), dim=1).numpy()
+    total = 0.0
+    for i in range(12):
+        pos = (i + 6) % 12
+        logits = [z[i] @ z[j] / 0.3 for j in range(12) if j != i]
+        total += -(z[i] @ z[pos] / 0.3) + np.log(np.sum(np.exp(logits)))
+    assert nt_xent_loss(a, b, temperature=0.3).item() == pytest.approx(total / 12, rel=1e-10)

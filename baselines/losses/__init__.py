@@ -1,6 +1,11 @@
-"""Public loss functions; each a pure function of projector/predictor outputs."""
+"""Public loss functions; each a pure function of projector/predictor outputs.
 
+Golden values (REFERENCE.md, float64) are checked in ``tests/test_losses.py``.
+"""
+
+from baselines.losses.barlow_twins import BarlowTwinsConfig, barlow_twins_loss, barlow_twins_terms, cross_correlation
 from baselines.losses.negative_cosine import negative_cosine, symmetric_negative_cosine
+from baselines.losses.nt_xent import nt_xent_loss
 from baselines.losses.vicreg import (
     VICRegConfig,
     correlation_term,
@@ -12,11 +17,16 @@ from baselines.losses.vicreg import (
 )
 
 __all__ = [
+    "BarlowTwinsConfig",
     "VICRegConfig",
+    "barlow_twins_loss",
+    "barlow_twins_terms",
     "correlation_term",
     "covariance_term",
+    "cross_correlation",
     "invariance_term",
     "negative_cosine",
+    "nt_xent_loss",
     "symmetric_negative_cosine",
     "variance_term",
     "vicreg_loss",

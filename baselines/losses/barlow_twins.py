@@ -1,0 +1,64 @@
+"""Barlow Twins loss and its named terms (Zbontar et al., "Barlow Twins: Self-Supervised
+Learning via Redundancy Reduction", ICML 2021).
+
+Each view is batch-normalised separately (biased variance, eps 1e-5, no
+affine); ``C = za_n^T zb_n / N``;
+``L = sum_i (1 - C_ii)^2 + lambda * sum_{i != j} C_ij^2`` with lambda = 0.0051
+(lightly uses 5e-3). Normalising both views together is a known bug of some
+implementations; solo-learn and VISSL multiply the loss by ``scale_loss``
+(0.024, CIFAR 0.1), which only rescales the learning rate: not done here.
+
+Distributed contract: the per-dimension mean/var of the batch norm and ``C``
+are global batch statistics: gather embeddings with gradients summed across
+ranks before computing them (a raw ``all_reduce`` on ``C`` gets the gradient
+1/world_size too small).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class BarlowTwinsConfig:
+    """Attributes:
+    lambd: Weight of the off-diagonal (redundancy reduction) term.
+    eps: Batch-norm epsilon.
+    """
+
+    lambd: float = 0.0051
+    eps: float = 1e-5
+
+
+def _batch_norm(z: torch.Tensor, eps: float) -> torch.Tensor:
+    return (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + eps)
+
+
+def cross_correlation(za: torch.Tensor, zb: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``(N, D), (N, D)`` -> ``(D, D)`` cross-correlation of the separately normalised views."""
+    return _batch_norm(za, eps).T @ _batch_norm(zb, eps) / za.shape[0]
+
+
+def barlow_twins_terms(za: torch.Tensor, zb: torch.Tensor, cfg: BarlowTwinsConfig = BarlowTwinsConfig()) -> dict[str, torch.Tensor]:
+    """Unweighted ``on_diagonal = sum_i (1 - C_ii)^2`` and ``off_diagonal = sum_{i!=j} C_ij^2``."""
+    c = cross_correlation(za, zb, cfg.eps)
+    diag = torch.diagonal(c)
+    return {"on_diagonal": (1 - diag).pow(2).sum(), "off_diagonal": c.pow(2).sum() - diag.pow(2).sum()}
+
+
+def barlow_twins_loss(za: torch.Tensor, zb: torch.Tensor, lambd: float = 0.0051, eps: float = 1e-5) -> torch.Tensor:
+    """Barlow Twins loss.
+
+    Args:
+        za: ``(N, D)`` projector outputs of view a.
+        zb: ``(N, D)`` projector outputs of view b.
+        lambd: Off-diagonal weight (0.0051).
+        eps: Batch-norm epsilon.
+
+    Returns:
+        Scalar loss.
+    """
+    t = barlow_twins_terms(za, zb, BarlowTwinsConfig(lambd, eps))
+    return t["on_diagonal"] + lambd * t["off_diagonal"]
