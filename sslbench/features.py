@@ -68,7 +68,12 @@ def extract(
 
 
 def cached_features(
-    encoder: nn.Module | None, data: ImageData, cache_dir: Path, device: str = "cpu", run: str = ""
+    encoder: nn.Module | None,
+    data: ImageData,
+    cache_dir: Path,
+    device: str = "cpu",
+    run: str = "",
+    projector: nn.Module | None = None,
 ) -> tuple[FeatureSet, str, bool]:
     """Features of ``encoder`` on ``data``'s train and test splits, from cache when present.
 
@@ -78,31 +83,42 @@ def cached_features(
         cache_dir: Directory of ``.npz`` feature files.
         device: Where to extract on a cache miss.
         run: Run id for messages.
+        projector: The method's projector; when given, its outputs (eval mode) are
+            extracted too, as ``extra["train_z"]`` and ``extra["test_z"]``.
 
     Returns:
-        ``(features, encoder_hash, hit)`` where ``hit`` says whether the cache served it.
+        ``(features, encoder_hash, hit)`` where ``hit`` says whether the cache served it;
+        the hash covers the projector too when there is one.
     """
     enc = encoder_hash(encoder)
-    key = hashlib.sha256(f"{enc}|{data.fingerprint}|backbone".encode()).hexdigest()[:32]
+    if projector is not None:
+        enc = hashlib.sha256(f"{enc}|{encoder_hash(projector)}".encode()).hexdigest()
+    key = hashlib.sha256(f"{enc}|{data.fingerprint}|backbone+projector".encode()).hexdigest()[:32]
     path = cache_dir / f"{key}.npz"
+    names = ["train_x", "test_x"] + (["train_z", "test_z"] if projector is not None else [])
+    arrays: dict[str, np.ndarray] = {}
     hit = path.exists()
     if hit:
         try:
             with np.load(path, allow_pickle=False) as z:
-                train_x, test_x = z["train_x"], z["test_x"]
+                arrays = {n: z[n] for n in names}
         except (OSError, ValueError, KeyError, EOFError):
             hit = False  # a damaged cache entry is recomputed
     if not hit:
-        train_x = extract(encoder, data.train_images, data.mean, data.std, device)
-        test_x = extract(encoder, data.test_images, data.mean, data.std, device)
+        head = None if projector is None else nn.Sequential(encoder, projector)
+        for split, images in (("train", data.train_images), ("test", data.test_images)):
+            arrays[f"{split}_x"] = extract(encoder, images, data.mean, data.std, device)
+            if head is not None:
+                arrays[f"{split}_z"] = extract(head, images, data.mean, data.std, device)
         buf = io.BytesIO()
-        np.savez(buf, train_x=train_x, test_x=test_x)
+        np.savez(buf, **arrays)
         atomic_write_bytes(path, buf.getvalue())
     fs = FeatureSet(
-        train_x=train_x,
+        train_x=arrays["train_x"],
         train_y=data.train_labels.numpy(),
-        test_x=test_x,
+        test_x=arrays["test_x"],
         test_y=data.test_labels.numpy(),
         run=run,
+        extra={k: v for k, v in arrays.items() if k.endswith("_z")},
     )
     return fs, enc, hit

@@ -40,19 +40,28 @@ def build(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[str]]:
         warnings (mixed data fingerprints or protocol versions).
     """
     per_method: dict[str, dict[str, dict[int, float]]] = {}
+    labels: dict[str, dict[str, set[str]]] = {}
     info: dict[str, dict[str, Any]] = {}
     settings: dict[str, dict[str, Any]] = {}
     versions: dict[str, set[str]] = {}
     fingerprints: set[str] = set()
+    shown: dict[str, None] = {}  # directed metric columns, main metric of each protocol first
     for r in results:
         m, seed, proto = r["method"], r["seed"], r["protocol"]["name"]
         settings[proto] = r["protocol"]["params"]
         versions.setdefault(proto, set()).add(str(r["protocol"]["version"]))
         fingerprints.add(r["dataset"]["fingerprint"])
         cols = per_method.setdefault(m, {})
+        directions = r["protocol"].get("directions", {})
+        main = r["protocol"].get("main_metric")
+        for k in [main, *directions]:
+            if k in r["metrics"]:
+                shown[f"{proto}.{k}"] = None
         for k, v in r["metrics"].items():
             if isinstance(v, int | float):
                 cols.setdefault(f"{proto}.{k}", {})[seed] = float(v)
+            else:
+                labels.setdefault(m, {}).setdefault(f"{proto}.{k}", set()).add(str(v))
         i = info.setdefault(m, {"seeds": set(), "status": set(), "train_s": {}})
         i["seeds"].add(seed)
         i["status"].add(r.get("train", {}).get("status", "finished"))
@@ -68,6 +77,8 @@ def build(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[str]]:
             vals = list(by_seed.values())
             row[col] = float(np.mean(vals))
             row[f"{col}_ci95"] = ci95(vals)
+        for col, values in labels.get(m, {}).items():
+            row[col] = "/".join(sorted(values))
         rows.append(row)
     table = pd.DataFrame(rows)
     if not table.empty:
@@ -81,6 +92,10 @@ def build(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[str]]:
             notes.append(f"WARNING: {proto} results come from different protocol versions {sorted(vs)}")
     if len(fingerprints) > 1:
         notes.append(f"WARNING: results come from {len(fingerprints)} different data fingerprints")
+    first_seen = {c: i for i, c in enumerate(shown)}
+    # labelled protocols first, label-free collapse readings last; each keeps its main metric first
+    order = sorted(first_seen, key=lambda c: (c.startswith("collapse."), c.split(".")[0], first_seen[c]))
+    table.attrs["shown"] = [c for c in order if c in table]
     return table, notes
 
 
@@ -98,12 +113,16 @@ def to_markdown(table: pd.DataFrame, notes: list[str], metrics: list[str] | None
     Args:
         table: From :func:`build`.
         notes: From :func:`build`.
-        metrics: Metric columns to show (default: every ``protocol.metric``).
+        metrics: Metric columns to show (default: the directed metrics, each
+            protocol's main metric first, then any ``.status`` column).
     """
     if table.empty:
         return "(no results)\n"
     if metrics is None:
-        metrics = [c for c in table.columns if "." in c and not c.endswith("_ci95") and not c.startswith("train.")]
+        metrics = table.attrs.get("shown") or [
+            c for c in table.columns if "." in c and not c.endswith("_ci95") and not c.startswith("train.")
+        ]
+        metrics += [c for c in table.columns if c.endswith(".status") and c != "train.status"]
     head = ["method", "n_seeds", *metrics, "train.status", "train.minutes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in table.iterrows():

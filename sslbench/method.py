@@ -99,7 +99,7 @@ class Method:
     def resolve(self, preset: str, train_overrides: dict[str, Any] | None = None) -> tuple[TrainConfig, dict[str, int]]:
         """Train config and head sizes for ``preset``, then user overrides on top."""
         over = self.presets.get(preset, {})
-        train = dataclasses.replace(self.train, **over.get("train", {}), **(train_overrides or {}))
+        train = dataclasses.replace(self.train, **{**over.get("train", {}), **(train_overrides or {})})
         heads = {**self.heads, **over.get("heads", {})}
         return train, heads
 

@@ -17,7 +17,7 @@ Example::
         metrics: ClassVar[dict[str, Direction]] = {"top1": "higher"}
         main_metric: ClassVar[str] = "top1"
 
-        def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float]:
+        def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float | str]:
             ...
 """
 
@@ -58,7 +58,7 @@ class Protocol:
         """The protocol's parameters (its dataclass fields) for the result record."""
         return dataclasses.asdict(self)
 
-    def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float]:
+    def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float | str]:
         """Compute the metrics on frozen features.
 
         Args:
@@ -66,7 +66,9 @@ class Protocol:
             seed: Seed for every random choice the protocol makes.
 
         Returns:
-            Flat ``{metric: value}``; at least every key of ``metrics``.
+            Flat ``{metric: value}``: the main metric and every directed metric the
+            inputs allow (e.g. projector readings only when there is a projector);
+            extra keys (floats, or short strings such as a status) are recorded too.
         """
         raise NotImplementedError
 
@@ -107,6 +109,14 @@ def check_features(features: FeatureSet) -> None:
         if not np.isfinite(x).all():
             bad = int((~np.isfinite(x)).any(axis=1).sum())
             raise SslbenchError(f"{split}_x has NaN or Inf in {bad} rows{where}")
+    for name, arr in features.extra.items():
+        split = name.split("_")[0]
+        n = len(getattr(features, f"{split}_x")) if split in ("train", "test") else len(arr)
+        if arr.ndim != 2 or len(arr) != n:
+            raise SslbenchError(f"{name} must be 2-D with {n} rows, got shape {arr.shape}{where}")
+        if not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).any(axis=1).sum())
+            raise SslbenchError(f"{name} has NaN or Inf in {bad} rows{where}")
     if features.train_x.shape[1] != features.test_x.shape[1]:
         raise SslbenchError(
             f"train_x has {features.train_x.shape[1]} dims but test_x has "

@@ -80,19 +80,20 @@ def _train_seconds(rdir: Path) -> float:
 
 
 def _encoder(
-    method: Method, record: dict[str, Any], data: ImageData, cfg: RunConfig, rdir: Path, seed: int
-) -> tuple[nn.Module | None, TrainOutcome | None]:
+    method: Method, data: ImageData, cfg: RunConfig, rdir: Path, seed: int
+) -> tuple[nn.Module | None, nn.Module | None, TrainOutcome | None]:
+    """``(backbone, projector, outcome)``: pretrains when the method trains."""
     if method.encoder == "raw_pixels":
-        return None, None
+        return None, None, None
     torch.manual_seed(seed)
     backbone = build_backbone(cfg.backbone, data.channels, cfg.width)
     if method.encoder == "random_init":
-        return backbone, None
+        return backbone, None, None
     train_cfg, heads = method.resolve(cfg.preset, cfg.train_overrides())
     model = method.build(backbone, heads, method.loss)
     views = TwoViews(*method.views, mean=data.mean, std=data.std)
     outcome = pretrain(model, data, views, train_cfg, rdir, seed, cfg.device, label=f"{method.name}/seed{seed}")
-    return model.backbone, outcome
+    return model.backbone, getattr(model, "projector", None), outcome
 
 
 def _is_current(path: Path, proto: Protocol, enc_hash: str | None) -> bool:
@@ -120,7 +121,7 @@ def run_one(method: Method, seed: int, cfg: RunConfig, data: ImageData, protocol
     if not todo:
         _log(f"{method.name}/seed{seed}: all results present, skipped")
         return
-    encoder, outcome = _encoder(method, record, data, cfg, rdir, seed)
+    encoder, projector, outcome = _encoder(method, data, cfg, rdir, seed)
     train_info = dataclasses.asdict(outcome) if outcome else {"status": "not_trained"}
     base = registry("methods").get(method.base) if method.base else None
     common = {
@@ -149,7 +150,9 @@ def run_one(method: Method, seed: int, cfg: RunConfig, data: ImageData, protocol
             atomic_write_json(result_path(out, method.name, seed, p.name), doc)
         return
     t0 = time.perf_counter()
-    features, enc_hash, hit = cached_features(encoder, data, out / "cache" / "features", cfg.device, f"{method.name}/seed{seed}")
+    features, enc_hash, hit = cached_features(
+        encoder, data, out / "cache" / "features", cfg.device, f"{method.name}/seed{seed}", projector
+    )
     features_s = time.perf_counter() - t0
     _log(f"{method.name}/seed{seed}: features {features.train_x.shape[1]}-d "
          f"({'cache hit' if hit else f'extracted in {features_s:.1f}s'})")

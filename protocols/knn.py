@@ -1,0 +1,216 @@
+"""Weighted cosine k-nearest-neighbour classification on frozen features.
+
+The protocol of InstDisc (Wu et al. 2018, "Unsupervised Feature Learning via
+Non-Parametric Instance Discrimination") as used by DINO (Caron et al. 2021):
+l2-normalised features, cosine similarity, and each of the top-k neighbours
+votes for its class with weight ``exp(sim / T)``. One exact faiss
+``IndexFlatIP`` search at the largest k serves every k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import faiss
+import numpy as np
+
+from sslbench.errors import SslbenchError
+from sslbench.protocol import Protocol, check_features
+from sslbench.types import Direction, FeatureSet
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise l2 normalisation to contiguous float32 (zero rows stay zero).
+
+    Args:
+        x: ``(N, D)`` features.
+
+    Returns:
+        ``(N, D)`` float32 rows of unit norm.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.float32(1e-12))
+    return np.ascontiguousarray(x / norms)
+
+
+def cosine_neighbors(
+    train_x: np.ndarray, test_x: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine top-k neighbours of each test row among the train rows.
+
+    Args:
+        train_x: ``(N_train, D)`` features (normalised here).
+        test_x: ``(N_test, D)`` features (normalised here).
+        k: Neighbours per query; clipped to ``N_train``.
+
+    Returns:
+        ``(sims, idx)``, both ``(N_test, min(k, N_train))``, sorted by
+        decreasing cosine similarity; ``idx`` indexes ``train_x``.
+    """
+    train_n = l2_normalize(train_x)
+    test_n = l2_normalize(test_x)
+    k = min(int(k), train_n.shape[0])
+    index = faiss.IndexFlatIP(train_n.shape[1])
+    index.add(train_n)
+    sims, idx = index.search(test_n, k)
+    return sims, idx
+
+
+def weighted_vote(
+    sims: np.ndarray,
+    neighbor_labels: np.ndarray,
+    k: int,
+    temperature: float,
+    num_classes: int,
+) -> np.ndarray:
+    """Class predictions from the top-k neighbours, each voting ``exp(sim / T)``.
+
+    Args:
+        sims: ``(N_test, K)`` cosine similarities sorted in decreasing order,
+            ``K >= k``.
+        neighbor_labels: ``(N_test, K)`` int labels of those neighbours.
+        k: How many of the leading columns vote.
+        temperature: T in ``exp(sim / T)``.
+        num_classes: C; labels are in ``[0, C)``.
+
+    Returns:
+        ``(N_test,)`` int64 predicted classes (ties go to the lowest class id).
+    """
+    s = sims[:, :k].astype(np.float64)
+    lab = neighbor_labels[:, :k].astype(np.int64)
+    # Subtracting each row's largest similarity leaves the argmax unchanged and
+    # keeps exp() finite for any temperature.
+    w = np.exp((s - s[:, :1]) / temperature)
+    n = s.shape[0]
+    flat = (np.arange(n, dtype=np.int64)[:, None] * num_classes + lab).ravel()
+    votes = np.bincount(flat, weights=w.ravel(), minlength=n * num_classes)
+    return votes.reshape(n, num_classes).argmax(axis=1)
+
+
+def knn_predict(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    ks: Sequence[int],
+    temperature: float,
+    num_classes: int | None = None,
+) -> dict[int, np.ndarray]:
+    """Weighted cosine kNN predictions for several k from one search at ``max(ks)``.
+
+    Args:
+        train_x: ``(N_train, D)`` features.
+        train_y: ``(N_train,)`` int labels in ``[0, C)``.
+        test_x: ``(N_test, D)`` features.
+        ks: Neighbour counts; each is clipped to ``N_train``.
+        temperature: T in ``exp(sim / T)``.
+        num_classes: C; defaults to ``max(train_y) + 1``.
+
+    Returns:
+        ``{k: (N_test,) int64 predictions}`` keyed by the requested k.
+    """
+    train_y = np.asarray(train_y, dtype=np.int64)
+    if num_classes is None:
+        num_classes = int(train_y.max()) + 1
+    sims, idx = cosine_neighbors(train_x, test_x, max(ks))
+    neighbor_labels = train_y[idx]
+    return {
+        k: weighted_vote(sims, neighbor_labels, min(k, idx.shape[1]), temperature, num_classes)
+        for k in ks
+    }
+
+
+def knn_top1(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    ks: Sequence[int],
+    temperature: float,
+    num_classes: int | None = None,
+) -> dict[int, float]:
+    """Top-1 accuracy of the weighted cosine kNN classifier for several k.
+
+    Args:
+        train_x: ``(N_train, D)`` features.
+        train_y: ``(N_train,)`` int labels in ``[0, C)``.
+        test_x: ``(N_test, D)`` features.
+        test_y: ``(N_test,)`` int labels.
+        ks: Neighbour counts; each is clipped to ``N_train``.
+        temperature: T in ``exp(sim / T)``.
+        num_classes: C; defaults to ``max label + 1``.
+
+    Returns:
+        ``{k: accuracy}`` keyed by the requested k, accuracies in ``[0, 1]``.
+    """
+    test_y = np.asarray(test_y, dtype=np.int64)
+    if num_classes is None:
+        num_classes = int(max(np.max(train_y), test_y.max())) + 1
+    preds = knn_predict(train_x, train_y, test_x, ks, temperature, num_classes)
+    return {k: float((p == test_y).mean()) for k, p in preds.items()}
+
+
+@dataclass
+class KNN(Protocol):
+    """Weighted cosine kNN (InstDisc/DINO) on l2-normalised backbone features.
+
+    ``top1`` is the main score at ``k``; ``top1_k<e>`` for each ``e`` in
+    ``extra_k``. A k larger than the train set is clipped to its size.
+
+    Attributes:
+        k: Neighbours for the main score.
+        temperature: T in the vote weight ``exp(sim / T)``.
+        extra_k: Further neighbour counts reported as ``top1_k<e>``.
+        layer: ``backbone`` (the standard) or ``projector`` (the method's
+            projector outputs, ``extra["train_z"]``/``extra["test_z"]``).
+    """
+
+    name: ClassVar[str] = "knn"
+    version: ClassVar[str] = "1"
+    requires: ClassVar[frozenset[str]] = frozenset({"labels"})
+    metrics: ClassVar[dict[str, Direction]] = {
+        "top1": "higher",
+        "top1_k1": "higher",
+        "top1_k5": "higher",
+        "top1_k200": "higher",
+    }
+    main_metric: ClassVar[str] = "top1"
+
+    k: int = 20
+    temperature: float = 0.07
+    extra_k: tuple[int, ...] = (1, 5, 200)
+    layer: str = "backbone"
+
+    def __post_init__(self) -> None:
+        if self.layer not in ("backbone", "projector"):
+            raise SslbenchError(f"knn: layer must be 'backbone' or 'projector', got {self.layer!r}")
+        self.extra_k = tuple(int(e) for e in self.extra_k)
+        if self.k < 1 or any(e < 1 for e in self.extra_k):
+            raise SslbenchError(f"knn: k and extra_k must be >= 1, got k={self.k}, extra_k={self.extra_k}")
+        if not self.temperature > 0:
+            raise SslbenchError(f"knn: temperature must be > 0, got {self.temperature}")
+        # The metric names follow extra_k; the class attribute lists the defaults.
+        self.metrics = {"top1": "higher", **{f"top1_k{e}": "higher" for e in self.extra_k}}
+
+    def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float]:
+        """Top-1 accuracies (fractions) of the weighted kNN; ``seed`` is unused (exact search)."""
+        check_features(features)
+        if features.train_y.min() < 0 or features.test_y.min() < 0:
+            raise SslbenchError(f"knn: labels must be >= 0 (run {features.run or '?'})")
+        ks = sorted({self.k, *self.extra_k})
+        train_x, test_x = features.train_x, features.test_x
+        if self.layer == "projector":
+            if "train_z" not in features.extra:
+                raise SslbenchError(f"knn: layer='projector' but run {features.run or '?'} has no projector outputs")
+            train_x, test_x = features.extra["train_z"], features.extra["test_z"]
+        acc = knn_top1(
+            train_x,
+            features.train_y,
+            test_x,
+            features.test_y,
+            ks,
+            self.temperature,
+            features.num_classes,
+        )
+        return {"top1": acc[self.k], **{f"top1_k{e}": acc[e] for e in self.extra_k}}
