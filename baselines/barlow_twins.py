@@ -32,9 +32,14 @@ class BarlowTwinsModel(nn.Module):
         self.loss_config = loss
 
     def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> StepOutput:
-        """Two ``(N, C, H, W)`` views -> loss, named terms and ``z_a`` ``(N, proj_dim)``."""
+        """Two ``(N, C, H, W)`` views -> loss, named terms and ``z_a`` ``(N, proj_dim)``.
+
+        Under a process group the loss and terms are those of the global batch
+        (same on every rank); ``z_a`` stays this rank's rows.
+        """
         za, zb = self.projector(self.backbone(torch.cat([v1, v2]))).chunk(2)
-        terms = barlow_twins_terms(za, zb, self.loss_config)
+        # global batch statistics on 1 or N processes (identity without a process group)
+        terms = barlow_twins_terms(za, zb, self.loss_config, gather=True)
         loss = terms["on_diagonal"] + self.loss_config.lambd * terms["off_diagonal"]
         return StepOutput(loss, {k: v.detach() for k, v in terms.items()}, za.detach())
 

@@ -35,7 +35,11 @@ class BYOLConfig:
 
 
 def byol_loss(p1: torch.Tensor, p2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
-    """``(2 - 2cos(p1, t2)) + (2 - 2cos(p2, t1))``, batch means; all inputs ``(N, D)``; targets detached."""
+    """``(2 - 2cos(p1, t2)) + (2 - 2cos(p2, t1))``, batch means; all inputs ``(N, D)``; targets detached.
+
+    Distributed contract: per-sample, nothing gathered; a rank's loss is the
+    mean over its own rows (:mod:`baselines.losses.negative_cosine`).
+    """
     return (2 + 2 * negative_cosine(p1, t2)) + (2 + 2 * negative_cosine(p2, t1))
 
 

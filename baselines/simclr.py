@@ -41,9 +41,14 @@ class SimCLRModel(nn.Module):
         self.loss_config = loss
 
     def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> StepOutput:
-        """Two ``(N, C, H, W)`` views -> loss and ``z_a`` ``(N, proj_dim)``."""
+        """Two ``(N, C, H, W)`` views -> loss and ``z_a`` ``(N, proj_dim)``.
+
+        Under a process group the negatives are global and the loss is that of
+        this rank's anchors (:mod:`baselines.losses.nt_xent`); ``z_a`` stays local.
+        """
         za, zb = self.projector(self.backbone(torch.cat([v1, v2]))).chunk(2)
-        loss = nt_xent_loss(za, zb, self.loss_config.temperature)
+        # negatives from all ranks on 1 or N processes (identity without a process group)
+        loss = nt_xent_loss(za, zb, self.loss_config.temperature, gather=True)
         return StepOutput(loss, {"nt_xent": loss.detach()}, za.detach())
 
 

@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from sslbench.embedding_stats import rankme, std_of_l2_normalized
+from sslbench.embedding_stats import is_completely_collapsed, rankme, std_of_l2_normalized
 from sslbench.errors import SslbenchError
 from sslbench.protocol import Protocol, check_features
 from sslbench.types import Direction, FeatureSet
@@ -56,9 +56,8 @@ def collapse_metrics(z: np.ndarray) -> dict[str, float]:
     }
 
 
-#: Thresholds of ``status``, on the projector outputs when present, else the backbone features.
-COMPLETE_STD_FRACTION = 0.1  # std_l2 below 10% of the healthy 1/sqrt(D): complete collapse
-DIMENSIONAL_RANKME_FRACTION = 0.1  # RankMe below 10% of D (and std_l2 healthy): dimensional collapse
+#: RankMe below this fraction of D (with a healthy std_l2): dimensional collapse.
+DIMENSIONAL_RANKME_FRACTION = 0.1
 
 
 def collapse_status(m: dict[str, float]) -> str:
@@ -69,7 +68,7 @@ def collapse_status(m: dict[str, float]) -> str:
     near ``1/sqrt(D)`` but leaves RankMe far below D (REFERENCE.md: a rank-16
     Z reads std_l2 0.087 but RankMe 15.8), so both readings are needed.
     """
-    if m["std_l2"] < COMPLETE_STD_FRACTION * m["std_l2_ref"]:
+    if is_completely_collapsed(m["std_l2"], int(m["dim"])):
         return "complete"
     if m["rankme"] < DIMENSIONAL_RANKME_FRACTION * m["dim"]:
         return "dimensional"

@@ -13,6 +13,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+#: Complete collapse: std of l2-normalised embeddings below this fraction of the
+#: healthy ``1/sqrt(D)``. Shared by the training-time monitor and the collapse protocol.
+COMPLETE_COLLAPSE_STD_FRACTION = 0.1
+
+
+def is_completely_collapsed(std_l2: float, dim: int) -> bool:
+    """Whether ``std_l2`` (:func:`std_of_l2_normalized`) of ``dim``-d embeddings reads complete collapse."""
+    return std_l2 < COMPLETE_COLLAPSE_STD_FRACTION / float(np.sqrt(dim))
+
 
 def std_of_l2_normalized(z: torch.Tensor) -> torch.Tensor:
     """Mean over dimensions of the per-dimension std of l2-normalised embeddings.

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sslbench import distributed as dist
 from sslbench.augment import normalize
 from sslbench.io import atomic_write_bytes
 from sslbench.types import FeatureSet, ImageData
@@ -51,20 +52,26 @@ def extract(
         batch_size: Images per forward pass.
 
     Returns:
-        ``(N, D)`` float32 features (``D = C*H*W`` for raw pixels).
+        ``(N, D)`` float32 features (``D = C*H*W`` for raw pixels). Under torchrun each
+        rank extracts one contiguous shard and every rank gets all rows, in order.
     """
     if encoder is not None:
         encoder.eval().to(device)
+    n, world, rank = images.shape[0], dist.world_size(), dist.rank()
+    shard = images[rank * n // world : (rank + 1) * n // world]
     out = []
-    for i in range(0, images.shape[0], batch_size):
-        x = normalize(images[i : i + batch_size].to(device), mean, std)
+    for i in range(0, shard.shape[0], batch_size):
+        x = normalize(shard[i : i + batch_size].to(device), mean, std)
         if encoder is None:
             out.append(x.flatten(1).cpu())
             continue
         if device == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         out.append(encoder(x).float().cpu())
-    return torch.cat(out).numpy().astype(np.float32, copy=False)
+    local = torch.cat(out)
+    if world > 1:
+        local = dist.all_gather_no_grad(local.to(device) if device != "cpu" else local).cpu()
+    return local.numpy().astype(np.float32, copy=False)
 
 
 def cached_features(
@@ -110,9 +117,10 @@ def cached_features(
             arrays[f"{split}_x"] = extract(encoder, images, data.mean, data.std, device)
             if head is not None:
                 arrays[f"{split}_z"] = extract(head, images, data.mean, data.std, device)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(path, buf.getvalue())
+        if dist.is_main():
+            buf = io.BytesIO()
+            np.savez(buf, **arrays)
+            atomic_write_bytes(path, buf.getvalue())
     fs = FeatureSet(
         train_x=arrays["train_x"],
         train_y=data.train_labels.numpy(),

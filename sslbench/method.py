@@ -48,6 +48,10 @@ class TrainConfig:
         momentum: SGD/LARS momentum.
         warmup_epochs: Linear warmup length, then a cosine decay.
         final_lr_ratio: Learning rate at the end as a fraction of the peak.
+        probe_images: Size of the fixed, un-augmented probe batch on which RankMe and
+            the std of l2-normalised projector outputs are logged after every epoch.
+        stop_on_collapse: Stop when the probe reads complete collapse (the run is
+            recorded as ``collapsed`` with its epoch and still evaluated).
     """
 
     epochs: int = 10
@@ -58,6 +62,8 @@ class TrainConfig:
     momentum: float = 0.9
     warmup_epochs: float = 0.0
     final_lr_ratio: float = 0.0
+    probe_images: int = 512
+    stop_on_collapse: bool = True
 
 
 EncoderKind = Literal["trained", "random_init", "raw_pixels"]
@@ -71,7 +77,8 @@ class Method:
         name: Registry name.
         summary: One line for ``sslbench ls methods``.
         paper: Citation.
-        build: ``(backbone, heads, loss_config) -> nn.Module`` whose ``forward(v1, v2)``
+        build: ``(backbone, heads, loss_config) -> nn.Module`` with attributes
+            ``backbone`` and ``projector`` whose ``forward(v1, v2)``
             returns a :class:`StepOutput`; it may define ``param_groups()`` (dicts
             with ``params`` and optional ``fixed_lr``/``no_decay`` flags) and
             ``after_step(progress)`` (EMA updates). ``None`` for reference encoders.

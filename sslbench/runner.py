@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sslbench import distributed as dist
 from sslbench import leaderboard
 from sslbench.augment import TwoViews
 from sslbench.backbones import build_backbone
@@ -36,7 +37,8 @@ from sslbench.types import ImageData
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    if dist.is_main():
+        print(msg, file=sys.stderr, flush=True)
 
 
 def run_record(method: Method, seed: int, cfg: RunConfig) -> dict[str, Any]:
@@ -68,7 +70,7 @@ def _check_run_dir(rdir: Path, record: dict[str, Any]) -> None:
                 f"{rdir} holds a run with a different config (differs in: {', '.join(diff)}); "
                 "use another --out or delete that directory"
             )
-    else:
+    elif dist.is_main():
         atomic_write_json(path, record)
 
 
@@ -144,7 +146,7 @@ def run_one(method: Method, seed: int, cfg: RunConfig, data: ImageData, protocol
         "versions": versions(),
     }
     if outcome is not None and outcome.status == "diverged":
-        for p in protocols:
+        for p in protocols if dist.is_main() else []:
             doc = {**common, "protocol": _protocol_info(p), "metrics": {}, "encoder_hash": None,
                    "timings": {"train_s": _train_seconds(rdir)}}
             atomic_write_json(result_path(out, method.name, seed, p.name), doc)
@@ -157,7 +159,7 @@ def run_one(method: Method, seed: int, cfg: RunConfig, data: ImageData, protocol
     _log(f"{method.name}/seed{seed}: features {features.train_x.shape[1]}-d "
          f"({'cache hit' if hit else f'extracted in {features_s:.1f}s'})")
     maybe_fault("after_features")
-    for p in protocols:
+    for p in protocols if dist.is_main() else []:  # protocols run and write on rank 0 only
         path = result_path(out, method.name, seed, p.name)
         if _is_current(path, p, enc_hash):
             continue
@@ -191,6 +193,8 @@ def run(cfg: RunConfig) -> int:
     cfg = cfg.resolved()
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise SslbenchError("--device cuda was asked for, but torch sees no CUDA device")
+    if dist.init_from_env(cfg.device) and cfg.device == "cuda":
+        cfg = dataclasses.replace(cfg, device=f"cuda:{dist.local_rank()}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(cfg.dataset, cfg.data_root)
@@ -202,12 +206,16 @@ def run(cfg: RunConfig) -> int:
         method = registry("methods").get(name)
         for seed in cfg.seeds:
             t0 = time.perf_counter()
+            dist.barrier()  # every rank sees the files rank 0 wrote for the previous run
             try:
                 run_one(method, seed, cfg, data, protocols, out)
             except SslbenchError as e:
                 failures += 1
                 _log(f"ERROR {name}/seed{seed}: {e} (the sweep goes on)")
             _log(f"{name}/seed{seed}: done in {time.perf_counter() - t0:.0f}s")
-    table, notes = leaderboard.build(find_results(out))
-    print(leaderboard.write(table, notes, out))
+    dist.barrier()
+    if dist.is_main():
+        table, notes = leaderboard.build(find_results(out))
+        print(leaderboard.write(table, notes, out))
+    dist.destroy()
     return failures

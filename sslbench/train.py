@@ -3,9 +3,17 @@
 It owns optimisation (SGD/LARS/AdamW, warmup + cosine), the EMA hook
 (``model.after_step(progress)``), an atomic checkpoint after every epoch,
 resumption from it, ``metrics.jsonl`` (loss, named terms, std of the
-l2-normalised embeddings, images/s, data-pipeline share) and a progress bar on a
-terminal (plain log lines otherwise). A NaN/Inf loss stops the run and records
-it as ``diverged`` instead of raising.
+l2-normalised embeddings, probe RankMe, images/s, data-pipeline share) and a
+progress bar on a terminal (plain log lines otherwise). A NaN/Inf loss stops
+the run and records it as ``diverged`` instead of raising.
+
+Under ``torchrun`` the model is wrapped in DistributedDataParallel. Every rank
+draws the same global batch and the same augmentations (one shared generator)
+and keeps its contiguous slice, so a K-process run sees exactly the views of
+the 1-process run; the losses gather what must be global
+(:mod:`sslbench.distributed`). Batch norm is synchronised across ranks on CUDA
+(SyncBatchNorm); on CPU torch has no SyncBatchNorm, so its statistics are per
+rank. Only rank 0 writes the checkpoint, the log and the status.
 """
 
 from __future__ import annotations
@@ -23,7 +31,10 @@ from torch import nn
 from tqdm import tqdm
 
 from sslbench.augment import TwoViews
-from sslbench.embedding_stats import std_of_l2_normalized
+from sslbench import distributed as dist
+from sslbench.augment import normalize
+from sslbench.errors import SslbenchError
+from sslbench.embedding_stats import is_completely_collapsed, rankme, std_of_l2_normalized
 from sslbench.faults import maybe_fault
 from sslbench.io import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from sslbench.method import TrainConfig
@@ -40,13 +51,14 @@ class TrainOutcome:
     """How a pretraining run ended.
 
     Attributes:
-        status: ``finished`` or ``diverged``.
+        status: ``finished``, ``diverged`` (NaN/Inf loss) or ``collapsed`` (the probe
+            read complete collapse; training stopped there).
         epochs: Epochs completed.
-        step: Global step at which it diverged (``None`` if it did not).
+        step: Global step at which it diverged or stopped (``None`` when finished).
         message: Human-readable detail.
     """
 
-    status: Literal["finished", "diverged"]
+    status: Literal["finished", "diverged", "collapsed"]
     epochs: int
     step: int | None = None
     message: str = ""
@@ -69,6 +81,40 @@ def _rewrite_metrics(path: Path, upto_epoch: int) -> None:
             continue  # a line cut short by a kill
 
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+@torch.no_grad()
+def probe(model: nn.Module, images: torch.Tensor, data: ImageData, device: str) -> dict[str, float]:
+    """RankMe and std of l2-normalised projector outputs on a fixed un-augmented batch.
+
+    The probe runs the network as the loss sees it (batch-norm on batch
+    statistics) and leaves the running statistics untouched: eval-mode outputs
+    are misleading early in training, when the running statistics still hold
+    mostly their initial values (a healthy VICReg after 11 steps reads 6% of the
+    healthy std in eval mode).
+
+    Args:
+        model: A method's model with ``backbone`` and ``projector``.
+        images: ``(P, C, H, W)`` uint8 probe images.
+        data: For the normalisation statistics.
+        device: Where the model is.
+
+    Returns:
+        ``{"probe_rankme", "probe_std_l2"}``.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+    x = normalize(images.to(device), data.mean, data.std)
+    if device == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    z = model.projector(model.backbone(x)).double()
+    for m, (momentum, tracked) in zip(norms, saved):
+        m.momentum = momentum
+        if tracked is not None:
+            m.num_batches_tracked.copy_(tracked)
+    return {"probe_rankme": rankme(z.cpu()), "probe_std_l2": float(std_of_l2_normalized(z))}
 
 
 def pretrain(
@@ -96,16 +142,23 @@ def pretrain(
     Returns:
         The outcome; the model holds the final weights when ``finished``.
     """
+    main = dist.is_main()
     run_dir.mkdir(parents=True, exist_ok=True)
     status_path, ckpt_path, metrics_path = run_dir / STATUS, run_dir / CHECKPOINT, run_dir / METRICS
     if status_path.exists():
         st = json.loads(status_path.read_text())
         if st["status"] == "diverged":
             return TrainOutcome("diverged", st["epochs"], st.get("step"), st.get("message", ""))
+        if st["status"] == "collapsed":
+            model.load_state_dict(load_checkpoint(ckpt_path)["model"])
+            return TrainOutcome("collapsed", st["epochs"], st.get("step"), st.get("message", ""))
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     channels_last = device == "cpu"
+    world, rank = dist.world_size(), dist.rank()
+    if world > 1 and torch.device(device).type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -113,10 +166,18 @@ def pretrain(
     images = data.train_images
     n = images.shape[0]
     batch = min(cfg.batch_size, n)
+    if batch % world:
+        raise SslbenchError(f"batch size {batch} does not split evenly over {world} processes")
+    lo, hi = rank * batch // world, (rank + 1) * batch // world
+    step_model: nn.Module = model
+    if world > 1:
+        ids = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else None
+        step_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     steps_per_epoch = n // batch
     total = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     peak = cfg.lr * batch / 256
+    probe_images = images[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: cfg.probe_images]]
 
     start_epoch = 0
     if ckpt_path.exists():
@@ -126,11 +187,12 @@ def pretrain(
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch = int(state["epoch"])
-        if start_epoch < cfg.epochs:
+        if start_epoch < cfg.epochs and main:
             _log(f"{label}: resuming from epoch {start_epoch}/{cfg.epochs}")
-    _rewrite_metrics(metrics_path, start_epoch)
+    if main:
+        _rewrite_metrics(metrics_path, start_epoch)
 
-    interactive = sys.stderr.isatty()
+    interactive = sys.stderr.isatty() and main
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         perm = torch.randperm(n, generator=gen)
@@ -143,16 +205,19 @@ def pretrain(
             set_lr(optimizer, lr, peak)
             td = time.perf_counter()
             v1, v2 = views(images[perm[i * batch : (i + 1) * batch]].to(device, non_blocking=True), gen)
+            if world > 1:  # every rank made the global batch's views; keep this rank's slice
+                v1, v2 = v1[lo:hi], v2[lo:hi]
             if channels_last:
                 v1 = v1.contiguous(memory_format=torch.channels_last)
                 v2 = v2.contiguous(memory_format=torch.channels_last)
             t_data += time.perf_counter() - td
-            out = model(v1, v2)
-            loss_value = out.loss.item()
-            if not math.isfinite(loss_value):
+            out = step_model(v1, v2)
+            loss_value = dist.mean_over_ranks(out.loss.detach())
+            if not math.isfinite(loss_value):  # the same decision on every rank
                 msg = f"loss became {loss_value} at step {step} (epoch {epoch + 1})"
-                atomic_write_json(status_path, {"status": "diverged", "epochs": epoch, "step": step, "message": msg})
-                _log(f"{label}: diverged: {msg}")
+                if main:
+                    atomic_write_json(status_path, {"status": "diverged", "epochs": epoch, "step": step, "message": msg})
+                    _log(f"{label}: diverged: {msg}")
                 return TrainOutcome("diverged", epoch, step, msg)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
@@ -166,8 +231,9 @@ def pretrain(
             if interactive:
                 bar.set_postfix(loss=f"{loss_value:.4f}")
         elapsed = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": lr}
+        row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": lr, "world_size": world}
         row.update({k: v / steps_per_epoch for k, v in sums.items()})
+        row.update(probe(model, probe_images, data, device))
         row.update(
             {
                 "std_l2_ref": 1 / math.sqrt(out.z.shape[1]),
@@ -183,14 +249,24 @@ def pretrain(
             "torch_rng": torch.get_rng_state(),
             "epoch": epoch + 1,
         }
-        # The log line goes first: a kill between the two leaves a line for an epoch that
-        # is not checkpointed, which the resume drops and recomputes.
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        save_checkpoint(ckpt_path, state)
-        _log(
-            f"{label} epoch {epoch + 1}/{cfg.epochs} loss {row['loss']:.4f} std_l2 {row['std_l2']:.4f} "
-            f"(healthy ~{row['std_l2_ref']:.4f}) {row['images_per_s']:.0f} img/s, data {100 * row['data_share']:.0f}%"
-        )
+        if main:
+            # The log line goes first: a kill between the two leaves a line for an epoch that
+            # is not checkpointed, which the resume drops and recomputes.
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            save_checkpoint(ckpt_path, state)
+        dist.barrier()
+        if main:
+            _log(
+                f"{label} epoch {epoch + 1}/{cfg.epochs} loss {row['loss']:.4f} std_l2 {row['probe_std_l2']:.4f} "
+                f"(healthy ~{row['std_l2_ref']:.4f}) rankme {row['probe_rankme']:.1f} "
+                f"{row['images_per_s']:.0f} img/s, data {100 * row['data_share']:.0f}%"
+            )
         maybe_fault(f"after_epoch:{epoch + 1}")
+        if cfg.stop_on_collapse and is_completely_collapsed(row["probe_std_l2"], out.z.shape[1]):
+            msg = f"complete collapse at epoch {epoch + 1}: probe std_l2 {row['probe_std_l2']:.2e}"
+            if main:
+                atomic_write_json(status_path, {"status": "collapsed", "epochs": epoch + 1, "step": row["step"], "message": msg})
+                _log(f"{label}: {msg}; training stopped, the encoder is still evaluated")
+            return TrainOutcome("collapsed", epoch + 1, row["step"], msg)
     return TrainOutcome("finished", cfg.epochs)

@@ -9,9 +9,15 @@ implementations; solo-learn and VISSL multiply the loss by ``scale_loss``
 (0.024, CIFAR 0.1), which only rescales the learning rate: not done here.
 
 Distributed contract: the per-dimension mean/var of the batch norm and ``C``
-are global batch statistics: gather embeddings with gradients summed across
-ranks before computing them (a raw ``all_reduce`` on ``C`` gets the gradient
-1/world_size too small).
+are global batch statistics. With ``gather=True`` the entry points
+(:func:`barlow_twins_terms`, :func:`barlow_twins_loss`) first gather both views
+from all ranks with :func:`sslbench.distributed.gather_with_grad` (backward:
+gradients summed across ranks, this rank's rows) and compute the loss on the
+global batch: every rank returns the same value, the 1-process loss on the
+global batch, and rank ``r``'s inputs receive ``world_size * dL/dz_r``, which
+DistributedDataParallel's gradient average turns into the 1-process gradient.
+A raw ``all_reduce`` on ``C`` instead gets the gradient 1/world_size too small.
+``gather=False`` (the default) or no process group: the pure local loss.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from sslbench.distributed import gather_pair_with_grad
 
 
 @dataclass(frozen=True)
@@ -41,14 +49,31 @@ def cross_correlation(za: torch.Tensor, zb: torch.Tensor, eps: float = 1e-5) -> 
     return _batch_norm(za, eps).T @ _batch_norm(zb, eps) / za.shape[0]
 
 
-def barlow_twins_terms(za: torch.Tensor, zb: torch.Tensor, cfg: BarlowTwinsConfig = BarlowTwinsConfig()) -> dict[str, torch.Tensor]:
-    """Unweighted ``on_diagonal = sum_i (1 - C_ii)^2`` and ``off_diagonal = sum_{i!=j} C_ij^2``."""
+def barlow_twins_terms(
+    za: torch.Tensor, zb: torch.Tensor, cfg: BarlowTwinsConfig = BarlowTwinsConfig(), gather: bool = False
+) -> dict[str, torch.Tensor]:
+    """Unweighted ``on_diagonal = sum_i (1 - C_ii)^2`` and ``off_diagonal = sum_{i!=j} C_ij^2``.
+
+    Args:
+        za: ``(N, D)`` projector outputs of view a (this rank's rows).
+        zb: ``(N, D)`` projector outputs of view b.
+        cfg: Loss config.
+        gather: Compute on the global batch gathered from all ranks (a
+            collective when distributed; no-op otherwise).
+
+    Returns:
+        Two scalars, global-batch values when gathered.
+    """
+    if gather:
+        za, zb = gather_pair_with_grad(za, zb)
     c = cross_correlation(za, zb, cfg.eps)
     diag = torch.diagonal(c)
     return {"on_diagonal": (1 - diag).pow(2).sum(), "off_diagonal": c.pow(2).sum() - diag.pow(2).sum()}
 
 
-def barlow_twins_loss(za: torch.Tensor, zb: torch.Tensor, lambd: float = 0.0051, eps: float = 1e-5) -> torch.Tensor:
+def barlow_twins_loss(
+    za: torch.Tensor, zb: torch.Tensor, lambd: float = 0.0051, eps: float = 1e-5, gather: bool = False
+) -> torch.Tensor:
     """Barlow Twins loss.
 
     Args:
@@ -56,9 +81,11 @@ def barlow_twins_loss(za: torch.Tensor, zb: torch.Tensor, lambd: float = 0.0051,
         zb: ``(N, D)`` projector outputs of view b.
         lambd: Off-diagonal weight (0.0051).
         eps: Batch-norm epsilon.
+        gather: Compute on the global batch gathered from all ranks (see the
+            module's distributed contract).
 
     Returns:
         Scalar loss.
     """
-    t = barlow_twins_terms(za, zb, BarlowTwinsConfig(lambd, eps))
+    t = barlow_twins_terms(za, zb, BarlowTwinsConfig(lambd, eps), gather)
     return t["on_diagonal"] + lambd * t["off_diagonal"]

@@ -1,4 +1,13 @@
-"""SimSiam / BYOL negative cosine similarity (Chen & He 2021, eq. 1-2; Grill et al. 2020)."""
+"""SimSiam / BYOL negative cosine similarity (Chen & He 2021, eq. 1-2; Grill et al. 2020).
+
+Distributed contract: purely per-sample; nothing is gathered. A rank's loss is
+the mean over its own ``N`` pairs. With the same ``N`` on every rank the mean
+over ranks of these losses is the 1-process loss on the global batch, and rank
+``r``'s gradient on its inputs is ``world_size`` times the global loss's
+gradient on those rows, so DistributedDataParallel's gradient average is the
+1-process gradient (``tests/test_distributed.py``). Unequal local batches (a
+last partial batch) weight the ranks slightly unequally: drop the last batch.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +29,7 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor, stop_gradient: bool = True
     Returns:
         Scalar in ``[-1, 1]``; -1 when every pair is aligned.
 
-    Distributed contract: purely per-sample; no statistic must be global.
+    Distributed contract: per-sample, no gather (see the module docstring).
     """
     if stop_gradient:
         z = z.detach()

@@ -6,9 +6,21 @@ other 2N - 2 embeddings are negatives; cross-entropy over ``sim / tau``,
 averaged over all 2N anchors. tau = 0.5 by default (lightly), 0.1-0.2 typical
 for CIFAR.
 
-Distributed contract: negatives are global: gather embeddings from all ranks
-(gradients summed across ranks in backward) and offset the positive labels by
-``rank * N``; the offset is only right when negatives are gathered.
+Distributed contract: negatives are global. With ``gather=True`` both views are
+gathered from all ranks with :func:`sslbench.distributed.gather_with_grad`
+(backward: gradients summed across ranks, this rank's rows) and each rank
+scores only its own ``2 n_r`` anchors against all ``2 M`` candidates
+(``M = sum_r n_r``), with the positive and self indices offset by this rank's
+first global row (``rank * n`` for equal local batches; the offset is only
+right when negatives are gathered). Rank ``r``'s loss is the sum of its
+anchors' cross-entropies divided by ``2 M / world_size``: with equal local
+batches that is the mean over its own anchors, and in every case the mean over
+ranks of the rank losses is the 1-process loss on the global batch, and rank
+``r``'s inputs receive ``sum_s dL_s/dz_r = world_size * dL/dz_r``, which
+DistributedDataParallel's gradient average turns into the 1-process gradient.
+So unlike the gathered VICReg / Barlow Twins losses, the value differs per rank
+(a rank logs the loss of its own anchors). ``gather=False`` (the default) or no
+process group: the pure local loss.
 """
 
 from __future__ import annotations
@@ -16,21 +28,37 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sslbench.distributed import all_gather_sizes, gather_pair_with_grad, rank, world_size
 
-def nt_xent_loss(za: torch.Tensor, zb: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+
+def nt_xent_loss(za: torch.Tensor, zb: torch.Tensor, temperature: float = 0.5, gather: bool = False) -> torch.Tensor:
     """NT-Xent loss.
 
     Args:
-        za: ``(N, D)`` projector outputs of view a.
+        za: ``(N, D)`` projector outputs of view a (this rank's rows).
         zb: ``(N, D)`` projector outputs of view b (row i is the positive of ``za[i]``).
         temperature: tau.
+        gather: Use the negatives of all ranks (a collective when distributed;
+            no-op otherwise); see the module's distributed contract for what a
+            rank's value means.
 
     Returns:
         Scalar loss.
     """
     n = za.shape[0]
-    z = F.normalize(torch.cat([za, zb]), dim=1)
-    sim = z @ z.T / temperature
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(sim, targets)
+    if gather and world_size() > 1:
+        sizes = all_gather_sizes(n, za.device)
+        ca, cb = gather_pair_with_grad(za, zb, sizes)
+        offset, m, scale = sum(sizes[: rank()]), sum(sizes), 2 * sum(sizes) / world_size()
+    else:
+        ca, cb, offset, m, scale = za, zb, 0, n, 2 * n
+    anchors = F.normalize(torch.cat([za, zb]), dim=1)  # (2n, D)
+    candidates = F.normalize(torch.cat([ca, cb]), dim=1)  # (2m, D): [all view a; all view b]
+    sim = anchors @ candidates.T / temperature  # (2n, 2m)
+    rows = torch.arange(n, device=za.device) + offset  # global row of each local pair
+    self_idx = torch.cat([rows, rows + m])
+    pos_idx = torch.cat([rows + m, rows])
+    is_self = torch.zeros_like(sim, dtype=torch.bool)
+    is_self[torch.arange(2 * n, device=za.device), self_idx] = True
+    sim = sim.masked_fill(is_self, float("-inf"))
+    return F.cross_entropy(sim, pos_idx, reduction="sum") / scale

@@ -10,9 +10,17 @@ with the official code's conventions (facebookresearch/vicreg):
 - ``cov = c(za) + c(zb)``, ``c(x) = sum_{i != j} C_ij^2 / D``,
   ``C = xc^T xc / (N - 1)`` on centred ``x``.
 
-Distributed contract: ``var`` and ``cov`` are batch statistics and must be
-computed on the global batch (embeddings gathered with gradients summed across
-ranks); ``inv`` is per-sample.
+Distributed contract: ``var`` and ``cov`` (and ``cov_mode="correlation"``) are
+batch statistics and must be computed on the global batch; ``inv`` is
+per-sample. With ``gather=True`` the entry points (:func:`vicreg_terms`,
+:func:`vicreg_loss`) gather both branches from all ranks with
+:func:`sslbench.distributed.gather_with_grad` (backward: gradients summed
+across ranks, this rank's rows) and compute every term on the global batch:
+each rank returns the same value, the 1-process loss on the global batch, and
+rank ``r``'s inputs receive ``world_size * dL/dz_r``, which
+DistributedDataParallel's gradient average turns into the 1-process gradient.
+``gather=False`` (the default) or no process group: the pure local loss. The
+term functions themselves never communicate.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from sslbench.distributed import gather_pair_with_grad
 
 
 @dataclass(frozen=True)
@@ -103,12 +113,26 @@ def correlation_term(za: torch.Tensor, zb: torch.Tensor, eps: float = 1e-4) -> t
     return total
 
 
-def vicreg_terms(za: torch.Tensor, zb: torch.Tensor, cfg: VICRegConfig = VICRegConfig()) -> dict[str, torch.Tensor]:
+def vicreg_terms(
+    za: torch.Tensor, zb: torch.Tensor, cfg: VICRegConfig = VICRegConfig(), gather: bool = False
+) -> dict[str, torch.Tensor]:
     """The unweighted named terms: ``invariance``, ``variance``, ``covariance``.
 
     With ``cfg.cov_mode == "correlation"`` the ``covariance`` entry holds
     :func:`correlation_term`.
+
+    Args:
+        za: ``(N, D)`` expander outputs of view a (this rank's rows).
+        zb: ``(N, D)`` expander outputs of view b.
+        cfg: Coefficients and conventions (only ``eps`` and ``cov_mode`` matter here).
+        gather: Compute on the global batch gathered from all ranks (a
+            collective when distributed; no-op otherwise).
+
+    Returns:
+        Three scalars, global-batch values when gathered.
     """
+    if gather:
+        za, zb = gather_pair_with_grad(za, zb)
     cov = correlation_term(za, zb, cfg.eps) if cfg.cov_mode == "correlation" else covariance_term(za, zb)
     return {"invariance": invariance_term(za, zb), "variance": variance_term(za, zb, cfg.eps), "covariance": cov}
 
@@ -125,6 +149,7 @@ def vicreg_loss(
     var_coeff: float = 25.0,
     cov_coeff: float = 1.0,
     eps: float = 1e-4,
+    gather: bool = False,
 ) -> torch.Tensor:
     """VICReg loss with the official defaults (25/25/1) and conventions.
 
@@ -135,9 +160,11 @@ def vicreg_loss(
         var_coeff: Variance weight.
         cov_coeff: Covariance weight.
         eps: Variance epsilon.
+        gather: Compute on the global batch gathered from all ranks (see the
+            module's distributed contract).
 
     Returns:
         Scalar loss.
     """
     cfg = VICRegConfig(inv_coeff, var_coeff, cov_coeff, eps)
-    return combine(vicreg_terms(za, zb, cfg), cfg)
+    return combine(vicreg_terms(za, zb, cfg, gather), cfg)
