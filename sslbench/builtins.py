@@ -24,6 +24,8 @@ BUILTINS: dict[str, dict[str, str]] = {
         "knn": "protocols.knn:KNN",
         "linear": "protocols.linear:Linear",
         "collapse": "protocols.collapse:Collapse",
+        "few_shot": "protocols.few_shot:FewShot",
+        "low_shot": "protocols.low_shot:LowShot",
     },
     "datasets": {
         "fashion-mnist": "sslbench.data.fashion_mnist:load_fashion_mnist",

@@ -58,6 +58,11 @@ class Protocol:
         """The protocol's parameters (its dataclass fields) for the result record."""
         return dataclasses.asdict(self)
 
+    def artifacts(self) -> dict[str, np.ndarray]:
+        """Arrays of the last ``evaluate`` call worth saving with its result (e.g. a
+        seeded episode list or per-episode scores); none by default."""
+        return {}
+
     def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float | str]:
         """Compute the metrics on frozen features.
 
@@ -110,6 +115,15 @@ def check_features(features: FeatureSet) -> None:
             bad = int((~np.isfinite(x)).any(axis=1).sum())
             raise SslbenchError(f"{split}_x has NaN or Inf in {bad} rows{where}")
     for name, arr in features.extra.items():
+        prefix, _, kind = name.rpartition("_")
+        if kind == "y":  # the label vector of an extra split, e.g. transfer_y
+            x = features.extra.get(f"{prefix}_x")
+            n = len(x) if x is not None else len(arr)
+            if arr.ndim != 1 or len(arr) != n:
+                raise SslbenchError(
+                    f"{name} must be 1-D with {n} labels to match {prefix}_x, got shape {arr.shape}{where}"
+                )
+            continue
         split = name.split("_")[0]
         n = len(getattr(features, f"{split}_x")) if split in ("train", "test") else len(arr)
         if arr.ndim != 2 or len(arr) != n:

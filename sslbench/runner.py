@@ -9,12 +9,14 @@ divergence) is reported and the sweep goes on.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,7 +29,7 @@ from sslbench.data import load_dataset
 from sslbench.errors import SslbenchError
 from sslbench.faults import maybe_fault
 from sslbench.features import cached_features
-from sslbench.io import atomic_write_json
+from sslbench.io import atomic_write_bytes, atomic_write_json
 from sslbench.method import Method, loss_changes
 from sslbench.protocol import Protocol, build_protocol
 from sslbench.registry import registry
@@ -173,6 +175,12 @@ def run_one(method: Method, seed: int, cfg: RunConfig, data: ImageData, protocol
             "encoder_hash": enc_hash,
             "timings": {"train_s": _train_seconds(rdir), "features_s": features_s, "features_cache_hit": hit, "protocol_s": dt},
         }
+        artifacts = p.artifacts()
+        if artifacts:  # e.g. the seeded episode list of few-shot
+            buf = io.BytesIO()
+            np.savez_compressed(buf, **artifacts)
+            atomic_write_bytes(path.with_suffix(".artifacts.npz"), buf.getvalue())
+            doc["artifacts"] = path.with_suffix(".artifacts.npz").name
         atomic_write_json(path, doc)
         main = metrics.get(p.main_metric)
         _log(f"{method.name}/seed{seed}: {p.name}.{p.main_metric} = {main:.4f} ({dt:.1f}s)")
