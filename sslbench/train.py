@@ -83,15 +83,19 @@ def _rewrite_metrics(path: Path, upto_epoch: int) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
+#: Steps before the probe may stop a run: eval-mode batch norm reads its running
+#: statistics, which hold more than 1% of their initial values before ~50 updates at
+#: momentum 0.1 (0.9^50 < 0.01); earlier readings can look collapsed when they are not.
+PROBE_WARMUP_STEPS = 50
+
+
 @torch.no_grad()
 def probe(model: nn.Module, images: torch.Tensor, data: ImageData, device: str) -> dict[str, float]:
     """RankMe and std of l2-normalised projector outputs on a fixed un-augmented batch.
 
-    The probe runs the network as the loss sees it (batch-norm on batch
-    statistics) and leaves the running statistics untouched: eval-mode outputs
-    are misleading early in training, when the running statistics still hold
-    mostly their initial values (a healthy VICReg after 11 steps reads 6% of the
-    healthy std in eval mode).
+    The network runs in eval mode, as the protocols see it. Train-mode batch norm
+    would hide SimSiam's collapse: its projector ends in a BN that rescales
+    whatever tiny variation is left to unit variance.
 
     Args:
         model: A method's model with ``backbone`` and ``projector``.
@@ -102,18 +106,13 @@ def probe(model: nn.Module, images: torch.Tensor, data: ImageData, device: str) 
     Returns:
         ``{"probe_rankme", "probe_std_l2"}``.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in norms]
-    for m in norms:
-        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+    was_training = model.training
+    model.eval()
     x = normalize(images.to(device), data.mean, data.std)
     if device == "cpu":
         x = x.contiguous(memory_format=torch.channels_last)
     z = model.projector(model.backbone(x)).double()
-    for m, (momentum, tracked) in zip(norms, saved):
-        m.momentum = momentum
-        if tracked is not None:
-            m.num_batches_tracked.copy_(tracked)
+    model.train(was_training)
     return {"probe_rankme": rankme(z.cpu()), "probe_std_l2": float(std_of_l2_normalized(z))}
 
 
@@ -263,7 +262,9 @@ def pretrain(
                 f"{row['images_per_s']:.0f} img/s, data {100 * row['data_share']:.0f}%"
             )
         maybe_fault(f"after_epoch:{epoch + 1}")
-        if cfg.stop_on_collapse and is_completely_collapsed(row["probe_std_l2"], out.z.shape[1]):
+        # rank 0's reading decides for all ranks (their BN buffers may differ slightly)
+        collapsed = dist.mean_over_ranks(torch.tensor(float(main and is_completely_collapsed(row["probe_std_l2"], out.z.shape[1])))) > 0
+        if cfg.stop_on_collapse and collapsed and row["step"] >= PROBE_WARMUP_STEPS:
             msg = f"complete collapse at epoch {epoch + 1}: probe std_l2 {row['probe_std_l2']:.2e}"
             if main:
                 atomic_write_json(status_path, {"status": "collapsed", "epochs": epoch + 1, "step": row["step"], "message": msg})

@@ -31,31 +31,35 @@ def collapse_runs(tmp_path_factory):
     def monitor(method: str) -> list[dict]:
         return [json.loads(ln) for ln in (out / method / "seed0" / "metrics.jsonl").read_text().splitlines()]
 
-    return result, monitor
+    return result, monitor, out
 
 
 @pytest.mark.parametrize("method", ["simsiam_nosg", "vicreg_novar"])
 def test_known_collapse_is_detected(collapse_runs, method):
-    result, monitor = collapse_runs
+    result, monitor, out = collapse_runs
     c = result(method, "collapse")
-    assert c["status"] == "complete"
-    assert c["z_rankme"] < 2.0
-    assert c["z_std_l2"] < 0.5 * c["z_std_l2_ref"]
     healthy = {"simsiam_nosg": "simsiam", "vicreg_novar": "vicreg"}[method]
-    assert result(method, "knn")["top1"] < 0.6 * result(healthy, "knn")["top1"]
+    assert c["status"] == "complete"
+    assert c["z_std_l2"] < 0.1 * c["z_std_l2_ref"]
+    assert c["z_rankme"] < 3.0 and c["z_rankme"] < 0.2 * result(healthy, "collapse")["z_rankme"]
+    # cosine kNN rescales what little spread is left, so a run stopped at 10% of the
+    # healthy spread still ranks neighbours above chance; it is far below the healthy arm
+    assert result(method, "knn")["top1"] < 0.75 * result(healthy, "knn")["top1"]
+    train = json.loads((out / method / "seed0" / "train_status.json").read_text())
+    assert train["status"] == "collapsed" and train["epochs"] < 40
     log = monitor(method)
     assert log[-1]["probe_std_l2"] < 0.5 * log[-1]["std_l2_ref"]  # the training-time monitor saw it too
 
 
 def test_vicreg_without_variance_collapses_completely(collapse_runs):
-    result, _ = collapse_runs
+    result, _, _ = collapse_runs
     c = result("vicreg_novar", "collapse")
     assert c["z_std_l2"] < 0.05 * c["z_std_l2_ref"] and c["z_rankme"] < 1.5
-    assert result("vicreg_novar", "knn")["top1"] < 0.3  # chance is 0.1 on 10 classes
+    assert result("vicreg_novar", "knn")["top1"] < 0.2  # chance is 0.1 on 10 classes
 
 
 def test_vicreg_without_covariance_collapses_dimensionally(collapse_runs):
-    result, _ = collapse_runs
+    result, _, _ = collapse_runs
     c = result("vicreg_nocov", "collapse")
     assert c["status"] == "dimensional"
     assert c["z_std_l2"] > 0.7 * c["z_std_l2_ref"]  # scale-aware metric looks healthy ...
@@ -64,7 +68,7 @@ def test_vicreg_without_covariance_collapses_dimensionally(collapse_runs):
 
 @pytest.mark.parametrize("method", ["simsiam", "vicreg"])
 def test_healthy_methods_are_not_flagged(collapse_runs, method):
-    result, monitor = collapse_runs
+    result, monitor, _ = collapse_runs
     c = result(method, "collapse")
     assert c["status"] == "healthy"
     assert c["z_rankme"] > 10 and c["z_std_l2"] > 0.7 * c["z_std_l2_ref"]
