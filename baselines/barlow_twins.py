@@ -9,46 +9,33 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from baselines.joint_embedding import JointEmbedding
 from baselines.losses.barlow_twins import BarlowTwinsConfig, barlow_twins_terms
 from sslbench.augment import ViewConfig
 from sslbench.heads import mlp
-from sslbench.method import Method, StepOutput, TrainConfig
+from sslbench.method import Method, TrainConfig
 
 
-class BarlowTwinsModel(nn.Module):
-    """Backbone and projector; ``forward(v1, v2) -> StepOutput``.
+def build_barlow_twins(backbone: nn.Module, heads: dict[str, int], loss: BarlowTwinsConfig) -> JointEmbedding:
+    """Backbone and 3-layer projector (``proj_hidden``, ``proj_dim``) under the Barlow Twins loss.
 
-    Args:
-        backbone: Module with ``out_dim``.
-        heads: ``proj_hidden``, ``proj_dim``.
-        loss: :class:`BarlowTwinsConfig`.
+    The per-view batch norm and the cross-correlation use the global batch on 1 or
+    N processes (``gather=True`` is the identity without a process group).
     """
+    h = heads["proj_hidden"]
 
-    def __init__(self, backbone: nn.Module, heads: dict[str, int], loss: BarlowTwinsConfig) -> None:
-        super().__init__()
-        self.backbone = backbone
-        h = heads["proj_hidden"]
-        self.projector = mlp([backbone.out_dim, h, h, heads["proj_dim"]])
-        self.loss_config = loss
+    def objective(za: torch.Tensor, zb: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        terms = barlow_twins_terms(za, zb, loss, gather=True)
+        return terms["on_diagonal"] + loss.lambd * terms["off_diagonal"], terms
 
-    def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> StepOutput:
-        """Two ``(N, C, H, W)`` views -> loss, named terms and ``z_a`` ``(N, proj_dim)``.
-
-        Under a process group the loss and terms are those of the global batch
-        (same on every rank); ``z_a`` stays this rank's rows.
-        """
-        za, zb = self.projector(self.backbone(torch.cat([v1, v2]))).chunk(2)
-        # global batch statistics on 1 or N processes (identity without a process group)
-        terms = barlow_twins_terms(za, zb, self.loss_config, gather=True)
-        loss = terms["on_diagonal"] + self.loss_config.lambd * terms["off_diagonal"]
-        return StepOutput(loss, {k: v.detach() for k, v in terms.items()}, za.detach())
+    return JointEmbedding(backbone, mlp([backbone.out_dim, h, h, heads["proj_dim"]]), objective)
 
 
 BARLOW_TWINS = Method(
     name="barlow_twins",
     summary="Barlow Twins: cross-correlation to identity, lambda 0.0051",
     paper="Zbontar et al., ICML 2021",
-    build=BarlowTwinsModel,
+    build=build_barlow_twins,
     loss=BarlowTwinsConfig(),
     heads={"proj_hidden": 2048, "proj_dim": 2048},
     train=TrainConfig(optimizer="lars", lr=0.3, weight_decay=1e-4, warmup_epochs=1),

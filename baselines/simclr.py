@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from baselines.joint_embedding import JointEmbedding
 from baselines.losses.nt_xent import nt_xent_loss
 from sslbench.heads import mlp
-from sslbench.method import Method, StepOutput, TrainConfig
+from sslbench.method import Method, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -25,38 +26,25 @@ class SimCLRConfig:
     temperature: float = 0.2
 
 
-class SimCLRModel(nn.Module):
-    """Backbone and projector; ``forward(v1, v2) -> StepOutput``.
+def build_simclr(backbone: nn.Module, heads: dict[str, int], loss: SimCLRConfig) -> JointEmbedding:
+    """Backbone and 2-layer projector (``proj_hidden``, ``proj_dim``) under NT-Xent.
 
-    Args:
-        backbone: Module with ``out_dim``.
-        heads: ``proj_hidden``, ``proj_dim``.
-        loss: :class:`SimCLRConfig`.
+    Negatives come from all ranks on 1 or N processes; the loss is that of this
+    rank's anchors (:mod:`baselines.losses.nt_xent`).
     """
 
-    def __init__(self, backbone: nn.Module, heads: dict[str, int], loss: SimCLRConfig) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.projector = mlp([backbone.out_dim, heads["proj_hidden"], heads["proj_dim"]])
-        self.loss_config = loss
+    def objective(za: torch.Tensor, zb: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        value = nt_xent_loss(za, zb, loss.temperature, gather=True)
+        return value, {"nt_xent": value}
 
-    def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> StepOutput:
-        """Two ``(N, C, H, W)`` views -> loss and ``z_a`` ``(N, proj_dim)``.
-
-        Under a process group the negatives are global and the loss is that of
-        this rank's anchors (:mod:`baselines.losses.nt_xent`); ``z_a`` stays local.
-        """
-        za, zb = self.projector(self.backbone(torch.cat([v1, v2]))).chunk(2)
-        # negatives from all ranks on 1 or N processes (identity without a process group)
-        loss = nt_xent_loss(za, zb, self.loss_config.temperature, gather=True)
-        return StepOutput(loss, {"nt_xent": loss.detach()}, za.detach())
+    return JointEmbedding(backbone, mlp([backbone.out_dim, heads["proj_hidden"], heads["proj_dim"]]), objective)
 
 
 SIMCLR = Method(
     name="simclr",
     summary="SimCLR: NT-Xent contrastive loss, configurable temperature",
     paper="Chen et al., ICML 2020",
-    build=SimCLRModel,
+    build=build_simclr,
     loss=SimCLRConfig(),
     heads={"proj_hidden": 2048, "proj_dim": 128},
     train=TrainConfig(optimizer="lars", lr=0.4, weight_decay=1e-5, warmup_epochs=1),

@@ -11,45 +11,32 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from baselines.joint_embedding import JointEmbedding
 from baselines.losses.vicreg import VICRegConfig, combine, vicreg_terms
 from sslbench.heads import mlp
-from sslbench.method import Method, StepOutput, TrainConfig
+from sslbench.method import Method, TrainConfig
 
 
-class VICRegModel(nn.Module):
-    """Backbone and expander; ``forward(v1, v2) -> StepOutput``.
+def build_vicreg(backbone: nn.Module, heads: dict[str, int], loss: VICRegConfig) -> JointEmbedding:
+    """Backbone and 3-layer expander (``proj_hidden``, ``proj_dim``) under the VICReg loss.
 
-    Args:
-        backbone: Module with ``out_dim``.
-        heads: ``proj_hidden``, ``proj_dim`` of the expander.
-        loss: :class:`VICRegConfig`.
+    The variance and covariance terms are computed on the global batch on 1 or N
+    processes (``gather=True`` is the identity without a process group).
     """
+    h = heads["proj_hidden"]
 
-    def __init__(self, backbone: nn.Module, heads: dict[str, int], loss: VICRegConfig) -> None:
-        super().__init__()
-        self.backbone = backbone
-        h = heads["proj_hidden"]
-        self.projector = mlp([backbone.out_dim, h, h, heads["proj_dim"]])
-        self.loss_config = loss
+    def objective(za: torch.Tensor, zb: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        terms = vicreg_terms(za, zb, loss, gather=True)
+        return combine(terms, loss), terms
 
-    def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> StepOutput:
-        """Two ``(N, C, H, W)`` views -> weighted loss, named terms, ``z_a`` ``(N, proj_dim)``.
-
-        Under a process group the loss and terms are those of the global batch
-        (same on every rank); ``z_a`` stays this rank's rows.
-        """
-        za, zb = self.projector(self.backbone(torch.cat([v1, v2]))).chunk(2)
-        # global batch statistics on 1 or N processes (identity without a process group)
-        terms = vicreg_terms(za, zb, self.loss_config, gather=True)
-        loss = combine(terms, self.loss_config)
-        return StepOutput(loss, {k: v.detach() for k, v in terms.items()}, za.detach())
+    return JointEmbedding(backbone, mlp([backbone.out_dim, h, h, heads["proj_dim"]]), objective)
 
 
 VICREG = Method(
     name="vicreg",
     summary="VICReg: invariance + variance + covariance (25/25/1)",
     paper="Bardes, Ponce & LeCun, ICLR 2022",
-    build=VICRegModel,
+    build=build_vicreg,
     loss=VICRegConfig(),
     heads={"proj_hidden": 2048, "proj_dim": 2048},
     train=TrainConfig(optimizer="lars", lr=0.3, weight_decay=1e-6, warmup_epochs=1),

@@ -1,4 +1,4 @@
-"""Command line: ``sslbench run | ls | leaderboard``.
+"""Command line: ``sslbench run | eval | ls | leaderboard``.
 
 Errors caused by input print one line and exit 2 (``--debug`` shows the traceback).
 """
@@ -37,10 +37,24 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", help="smoke | quick (default) | standard | cifar10")
     r.add_argument("--epochs", type=int, help="pretraining epochs (default: the preset's)")
     r.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default 0)")
-    r.add_argument("--protocols", type=_csv, help="comma-separated protocols (default knn,linear,collapse)")
+    r.add_argument("--protocols", type=_csv, help="comma-separated protocols (default knn,linear,few_shot,low_shot,collapse)")
     r.add_argument("--out", help="output directory (default runs)")
     r.add_argument("--device", help="cpu (default) or cuda")
     r.add_argument("--config", help="TOML config file (preset < file < flags)")
+
+    e = sub.add_parser("eval", help="evaluate an external encoder or precomputed features, print the leaderboard")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--encoder", help="TorchScript file, or state dict of a registered backbone (with --arch)")
+    src.add_argument("--features", help=".npz with train_x, train_y, test_x, test_y [, transfer_x, transfer_y]")
+    e.add_argument("--arch", help="backbone of a state-dict --encoder (see `sslbench ls backbones`)")
+    e.add_argument("--width", type=int, help="width of --arch (default: the backbone's default)")
+    e.add_argument("--dataset", help="dataset to extract --encoder features from")
+    e.add_argument("--data-root", help="where to look for data first (also SSLBENCH_DATA)")
+    e.add_argument("--protocols", type=_csv, help="comma-separated protocols (default: all the inputs allow)")
+    e.add_argument("--name", help="leaderboard row name (default: the file stem)")
+    e.add_argument("--seed", type=int, default=0, help="seed passed to the protocols (default 0)")
+    e.add_argument("--out", default="runs", help="output directory (default runs)")
+    e.add_argument("--device", default="cpu", help="cpu (default) or cuda, for feature extraction")
 
     ls = sub.add_parser("ls", help="list what is registered")
     ls.add_argument("kind", nargs="?", default="all", help="methods | protocols | datasets | backbones | presets")
@@ -72,6 +86,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
     failures = run(cfg)
+    return 1 if failures else 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from sslbench.evaluate import EvalConfig, evaluate
+
+    fields = {f.name for f in dataclasses.fields(EvalConfig)}
+    failures = evaluate(EvalConfig(**{k: v for k, v in vars(args).items() if k in fields}))
     return 1 if failures else 0
 
 
@@ -116,7 +138,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sslbench`` console script."""
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard}
+    handlers = {"run": _cmd_run, "eval": _cmd_eval, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard}
     try:
         return handlers[args.command](args)
     except SslbenchError as e:

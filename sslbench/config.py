@@ -65,7 +65,7 @@ class RunConfig:
     width: int | None = None
     epochs: int | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
-    protocols: list[str] = field(default_factory=lambda: ["knn", "linear", "collapse"])
+    protocols: list[str] = field(default_factory=lambda: ["knn", "linear", "few_shot", "low_shot", "collapse"])
     out: str = "runs"
     device: str = "cpu"
     train: dict[str, Any] = field(default_factory=dict)

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,14 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _unpickling_reason(message: str) -> str:
+    """The useful part of torch's long weights-only error (e.g. ``Unsupported global: GLOBAL os.system``)."""
+    message = re.sub(r"\x1b\[[0-9;]*m", "", message)
+    _, found, rest = message.partition("WeightsUnpickler error:")
+    text = " ".join((rest if found else message).split())
+    return re.split(r" was not an allowed global| Please | Check the documentation", text)[0][:200]
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint without unpickling code (``weights_only=True``).
 
@@ -63,7 +72,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as e:
         raise SslbenchError(
             f"refusing to load {path}: it is not a plain weights file "
-            f"(it would need to unpickle code): {str(e).splitlines()[0]}"
+            f"(it would need to unpickle code): {_unpickling_reason(str(e))}"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise SslbenchError(f"checkpoint {path} is truncated or corrupt: {str(e).splitlines()[0]}") from None

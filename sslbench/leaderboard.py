@@ -66,7 +66,7 @@ def build(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[str]]:
         i["seeds"].add(seed)
         i["status"].add(r.get("train", {}).get("status", "finished"))
         i["train_s"][seed] = r.get("timings", {}).get("train_s", 0.0)
-        i["reference"] = r.get("encoder_kind", "trained") != "trained"
+        i["reference"] = r.get("encoder_kind", "trained") not in ("trained", "external")  # external: `sslbench eval`
     rows = []
     for m, cols in per_method.items():
         i = info[m]

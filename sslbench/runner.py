@@ -9,14 +9,12 @@ divergence) is reported and the sweep goes on.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -29,11 +27,20 @@ from sslbench.data import load_dataset
 from sslbench.errors import SslbenchError
 from sslbench.faults import maybe_fault
 from sslbench.features import cached_features
-from sslbench.io import atomic_write_bytes, atomic_write_json
+from sslbench.io import atomic_write_json
 from sslbench.method import Method, loss_changes
 from sslbench.protocol import Protocol, build_protocol
 from sslbench.registry import registry
-from sslbench.store import SCHEMA_VERSION, find_results, result_path, run_dir, versions
+from sslbench.store import (
+    SCHEMA_VERSION,
+    find_results,
+    protocol_info,
+    result_is_current,
+    result_path,
+    run_dir,
+    versions,
+    write_result,
+)
 from sslbench.train import METRICS, TrainOutcome, pretrain
 from sslbench.types import ImageData
 
@@ -100,28 +107,12 @@ def _encoder(
     return model.backbone, getattr(model, "projector", None), outcome
 
 
-def _is_current(path: Path, proto: Protocol, enc_hash: str | None) -> bool:
-    if not path.exists():
-        return False
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    p = doc.get("protocol", {})
-    return (
-        doc.get("schema_version") == SCHEMA_VERSION
-        and p.get("version") == proto.version
-        and p.get("params") == json.loads(json.dumps(proto.params()))
-        and (enc_hash is None or doc.get("encoder_hash") == enc_hash)
-    )
-
-
 def run_one(method: Method, seed: int, cfg: RunConfig, data: ImageData, protocols: list[Protocol], out: Path) -> None:
     """Pretrain (if needed), extract features and evaluate every protocol for one run."""
     rdir = run_dir(out, method.name, seed)
     record = run_record(method, seed, cfg)
     _check_run_dir(rdir, record)
-    todo = [p for p in protocols if not _is_current(result_path(out, method.name, seed, p.name), p, None)]
+    todo = [p for p in protocols if not result_is_current(result_path(out, method.name, seed, p.name), p, None)]
     if not todo:
         _log(f"{method.name}/seed{seed}: all results present, skipped")
         return
@@ -149,7 +140,7 @@ def run_one(method: Method, seed: int, cfg: RunConfig, data: ImageData, protocol
     }
     if outcome is not None and outcome.status == "diverged":
         for p in protocols if dist.is_main() else []:
-            doc = {**common, "protocol": _protocol_info(p), "metrics": {}, "encoder_hash": None,
+            doc = {**common, "protocol": protocol_info(p), "metrics": {}, "encoder_hash": None,
                    "timings": {"train_s": _train_seconds(rdir)}}
             atomic_write_json(result_path(out, method.name, seed, p.name), doc)
         return
@@ -161,35 +152,32 @@ def run_one(method: Method, seed: int, cfg: RunConfig, data: ImageData, protocol
     _log(f"{method.name}/seed{seed}: features {features.train_x.shape[1]}-d "
          f"({'cache hit' if hit else f'extracted in {features_s:.1f}s'})")
     maybe_fault("after_features")
+    errors = []
     for p in protocols if dist.is_main() else []:  # protocols run and write on rank 0 only
         path = result_path(out, method.name, seed, p.name)
-        if _is_current(path, p, enc_hash):
+        if result_is_current(path, p, enc_hash):
             continue
         t0 = time.perf_counter()
-        metrics = p.evaluate(features, seed)
+        try:
+            metrics = p.evaluate(features, seed)
+        except SslbenchError as e:  # one protocol's failure does not cost the others
+            errors.append(f"{p.name}: {e}")
+            continue
         dt = time.perf_counter() - t0
         doc = {
             **common,
-            "protocol": _protocol_info(p),
+            "protocol": protocol_info(p),
             "metrics": metrics,
             "encoder_hash": enc_hash,
             "timings": {"train_s": _train_seconds(rdir), "features_s": features_s, "features_cache_hit": hit, "protocol_s": dt},
         }
-        artifacts = p.artifacts()
-        if artifacts:  # e.g. the seeded episode list of few-shot
-            buf = io.BytesIO()
-            np.savez_compressed(buf, **artifacts)
-            atomic_write_bytes(path.with_suffix(".artifacts.npz"), buf.getvalue())
-            doc["artifacts"] = path.with_suffix(".artifacts.npz").name
-        atomic_write_json(path, doc)
+        write_result(path, doc, p.artifacts())
         main = metrics.get(p.main_metric)
-        _log(f"{method.name}/seed{seed}: {p.name}.{p.main_metric} = {main:.4f} ({dt:.1f}s)")
+        shown = f"{main:.4f}" if isinstance(main, float) else main
+        _log(f"{method.name}/seed{seed}: {p.name}.{p.main_metric} = {shown} ({dt:.1f}s)")
         maybe_fault(f"after_protocol:{p.name}")
-
-
-def _protocol_info(p: Protocol) -> dict[str, Any]:
-    return {"name": p.name, "version": p.version, "params": p.params(), "main_metric": p.main_metric,
-            "directions": dict(p.metrics)}
+    if errors:
+        raise SslbenchError("; ".join(errors))
 
 
 def run(cfg: RunConfig) -> int:

@@ -14,6 +14,7 @@ Readers dispatch on ``schema_version``.
 
 from __future__ import annotations
 
+import io
 import json
 import platform
 import socket
@@ -23,7 +24,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sslbench.errors import SslbenchError
+from sslbench.io import atomic_write_bytes, atomic_write_json
+from sslbench.protocol import Protocol
 
 SCHEMA_VERSION = 1
 
@@ -87,3 +92,39 @@ def find_results(directory: Path) -> list[dict[str, Any]]:
     """All result JSONs under ``directory`` (``*/seed*/results/*.json``), sorted by path."""
     paths = sorted(directory.glob("*/seed*/results/*.json"))
     return [read_result(p) for p in paths]
+
+
+def protocol_info(p: Protocol) -> dict[str, Any]:
+    """The ``protocol`` block of a result: name, version, parameters, main metric, directions."""
+    return {"name": p.name, "version": p.version, "params": p.params(), "main_metric": p.main_metric,
+            "directions": dict(p.metrics)}
+
+
+def result_is_current(path: Path, proto: Protocol, enc_hash: str | None) -> bool:
+    """Whether ``path`` holds a result of this protocol version and parameters (and encoder, if given)."""
+    if not path.exists():
+        return False
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    p = doc.get("protocol", {})
+    return (
+        doc.get("schema_version") == SCHEMA_VERSION
+        and p.get("version") == proto.version
+        and p.get("params") == json.loads(json.dumps(proto.params()))
+        and (enc_hash is None or doc.get("encoder_hash") == enc_hash)
+    )
+
+
+def write_result(path: Path, doc: dict[str, Any], artifacts: dict[str, np.ndarray]) -> None:
+    """Write a result JSON atomically, with its artifacts (e.g. few-shot episodes) beside it.
+
+    The artifacts go first, so a result that exists always has them.
+    """
+    if artifacts:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **artifacts)
+        atomic_write_bytes(path.with_suffix(".artifacts.npz"), buf.getvalue())
+        doc = {**doc, "artifacts": path.with_suffix(".artifacts.npz").name}
+    atomic_write_json(path, doc)

@@ -1,0 +1,322 @@
+"""``sslbench eval``: precomputed features and external encoders, and every way their input can be bad."""
+
+import builtins
+import json
+import pickle
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sslbench.backbones import ConvNet, SmallResNet
+from sslbench.cli import main
+from sslbench.data import fingerprint
+from sslbench.features import encoder_hash
+from sslbench.protocol import Protocol
+from sslbench.registry import registry
+
+
+def separable(n_train=80, n_test=40, dim=8, classes=4, seed=0):
+    """Classes 10 apart with unit noise: every sensible classifier is exact."""
+    rng = np.random.default_rng(seed)
+    means = 10 * np.eye(dim, dtype=np.float32)[:classes]
+    ytr, yte = np.arange(n_train) % classes, np.arange(n_test) % classes
+    return {
+        "train_x": means[ytr] + rng.standard_normal((n_train, dim), dtype=np.float32),
+        "train_y": ytr.astype(np.int64),
+        "test_x": means[yte] + rng.standard_normal((n_test, dim), dtype=np.float32),
+        "test_y": yte.astype(np.int64),
+    }
+
+
+def cli(capsys, *args):
+    """``(exit code, stdout, stderr)`` of the CLI run in this process."""
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def result(out, name, proto):
+    return json.loads((out / name / "seed0" / "results" / f"{proto}.json").read_text())
+
+
+def test_features_round_trip(tmp_path, capsys):
+    arrays = separable()
+    np.savez(tmp_path / "emb.npz", **arrays)
+    rc, stdout, _ = cli(capsys, "eval", "--features", str(tmp_path / "emb.npz"), "--protocols", "knn,linear",
+                        "--out", str(tmp_path / "out"))
+    assert rc == 0
+    for proto in ("knn", "linear"):
+        doc = result(tmp_path / "out", "emb", proto)
+        assert doc["metrics"]["top1"] == 1.0
+        assert doc["schema_version"] == 1 and doc["method"] == "emb" and doc["encoder_kind"] == "external"
+        assert doc["dataset"]["fingerprint"] == fingerprint(*arrays.values())
+        assert doc["protocol"]["name"] == proto and doc["protocol"]["main_metric"] == "top1"
+        assert doc["versions"]["torch"] and "protocol_s" in doc["timings"]
+    table = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    assert list(table["method"]) == ["emb"] and not table["reference"][0]  # a contender, not a floor
+    assert "| emb |" in stdout
+
+
+def test_name_seed_and_resume(tmp_path, capsys):
+    np.savez(tmp_path / "emb.npz", **separable())
+    args = ["eval", "--features", str(tmp_path / "emb.npz"), "--protocols", "knn", "--out", str(tmp_path),
+            "--name", "mine", "--seed", "3"]
+    assert cli(capsys, *args)[0] == 0
+    assert (tmp_path / "mine" / "seed3" / "results" / "knn.json").exists()
+    rc, _, err = cli(capsys, *args)
+    assert rc == 0 and "knn result present, skipped" in err
+    np.savez(tmp_path / "emb.npz", **separable(seed=1))  # other features under the same name
+    rc, _, err = cli(capsys, *args)
+    assert rc == 2 and "different run or evaluation" in err and "--name" in err
+
+
+class NeedsTransfer(Protocol):
+    """Test protocol: counts the transfer rows it is given."""
+
+    name = "needs_transfer"
+    version = "1"
+    requires = frozenset({"labels", "transfer"})
+    metrics = {"n": "higher"}
+    main_metric = "n"
+
+    def evaluate(self, features, seed):
+        return {"n": float(len(features.extra["transfer_x"]))}
+
+
+class NeedsEncoder(NeedsTransfer):
+    name = "needs_encoder"
+    requires = frozenset({"encoder"})
+
+
+@pytest.fixture
+def extra_protocols(monkeypatch):
+    reg = registry("protocols")
+    reg.names()  # load plugins first, so the patch below is undone cleanly
+    for cls in (NeedsTransfer, NeedsEncoder):
+        monkeypatch.setitem(reg._entries, cls.name, cls)
+        monkeypatch.setitem(reg._sources, cls.name, "test")
+
+
+def test_requirements_select_protocols(tmp_path, capsys, extra_protocols):
+    arrays = separable()
+    np.savez(tmp_path / "plain.npz", **arrays)
+    rc, _, err = cli(capsys, "eval", "--features", str(tmp_path / "plain.npz"), "--out", str(tmp_path / "a"),
+                     "--protocols", "knn,needs_transfer,needs_encoder")
+    assert rc == 0
+    assert "skipped protocol 'needs_transfer': it requires a transfer split" in err
+    assert "skipped protocol 'needs_encoder': it requires the encoder" in err
+    assert sorted(p.name for p in (tmp_path / "a" / "plain" / "seed0" / "results").iterdir()) == ["knn.json"]
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "tr.npz", **arrays, transfer_x=rng.standard_normal((30, 8)), transfer_y=np.arange(30) % 3)
+    rc, _, err = cli(capsys, "eval", "--features", str(tmp_path / "tr.npz"), "--out", str(tmp_path / "b"),
+                     "--protocols", "needs_transfer,knn")
+    assert rc == 0 and "skipped" not in err
+    assert result(tmp_path / "b", "tr", "needs_transfer")["metrics"] == {"n": 30.0}
+    assert result(tmp_path / "b", "tr", "knn")["dataset"]["n_transfer"] == 30
+
+
+def test_artifacts_saved_like_run(tmp_path, capsys):
+    np.savez(tmp_path / "e.npz", **separable(n_train=100, n_test=100, classes=5))
+    rc, _, err = cli(capsys, "eval", "--features", str(tmp_path / "e.npz"), "--protocols", "few_shot",
+                     "--out", str(tmp_path))
+    assert rc == 0, err
+    doc = result(tmp_path, "e", "few_shot")
+    assert doc["artifacts"] == "few_shot.artifacts.npz"
+    with np.load(tmp_path / "e" / "seed0" / "results" / doc["artifacts"], allow_pickle=False) as z:
+        assert z.files
+
+
+def _with(**changes):
+    arrays = separable()
+    arrays.update(changes)
+    return {k: v for k, v in arrays.items() if v is not None}
+
+
+def _nan():
+    x = separable()["train_x"]
+    x[3, 2] = np.nan
+    return x
+
+
+BAD_FEATURES = {
+    "train_x_1d": (_with(train_x=np.zeros(80, np.float32)), ("train_x in", "must be 2-D (N, D)")),
+    "test_x_3d": (_with(test_x=np.zeros((40, 8, 1), np.float32)), ("test_x in", "must be 2-D (N, D)")),
+    "train_x_nan": (_with(train_x=_nan()), "train_x has NaN or Inf in 1 rows"),
+    "test_x_inf": (_with(test_x=np.full((40, 8), np.inf, np.float32)), "test_x has NaN or Inf"),
+    "train_y_count": (_with(train_y=np.zeros(79, np.int64)), ("train_y in", "has 79 labels but train_x has 80")),
+    "test_y_2d": (_with(test_y=np.zeros((40, 1), np.int64)), ("test_y in", "must be 1-D")),
+    "train_y_float": (_with(train_y=np.full(80, 0.5)), ("train_y in", "integer class labels")),
+    "test_y_negative": (_with(test_y=-np.ones(40, np.int64)), ("test_y in", "negative labels")),
+    "dims_mismatch": (_with(test_x=np.zeros((40, 6), np.float32)), "train_x has 8 dims but test_x has 6"),
+    "strings": (_with(train_x=np.array([["a"] * 8] * 80)), ("train_x in", "numeric array")),
+    "missing_array": (_with(test_y=None), "lacks array(s) test_y"),
+    "unknown_array": (_with(X_train=np.zeros(3)), "unknown array(s) X_train"),
+    "transfer_half": (_with(transfer_x=np.zeros((5, 8))), "transfer_x/transfer_y"),
+    "transfer_dims": (_with(transfer_x=np.zeros((5, 3)), transfer_y=np.zeros(5, int)), ("transfer_x in", "3 dims")),
+    "object_array": (_with(train_y=np.array([1, "a"] * 40, dtype=object)), "refusing to load array train_y"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FEATURES))
+def test_bad_features_exit_2_naming_the_array(tmp_path, capsys, case):
+    arrays, match = BAD_FEATURES[case]
+    np.savez(tmp_path / "bad.npz", **arrays)
+    rc, stdout, err = cli(capsys, "eval", "--features", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "out"),
+                          "--protocols", "knn")
+    assert rc == 2 and stdout == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("sslbench: error: ")
+    for m in (match,) if isinstance(match, str) else match:
+        assert m in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (None, "does not exist"),
+        (pickle.dumps(separable()), "it is a pickle, not an .npz"),
+        (b"not an npz", "cannot read features file"),
+    ],
+)
+def test_unreadable_features_file(tmp_path, capsys, content, match):
+    path = tmp_path / "f.npz"
+    if content is not None:
+        path.write_bytes(content)
+    rc, _, err = cli(capsys, "eval", "--features", str(path), "--out", str(tmp_path / "out"))
+    assert rc == 2 and match in err and len(err.strip().splitlines()) == 1
+
+
+def test_feature_flags_conflict(tmp_path, capsys):
+    np.savez(tmp_path / "e.npz", **separable())
+    rc, _, err = cli(capsys, "eval", "--features", str(tmp_path / "e.npz"), "--arch", "convnet")
+    assert rc == 2 and "--arch go(es) with --encoder" in err
+
+
+# ----------------------------------------------------------------------------- encoders
+
+
+@pytest.fixture(scope="module")
+def convnet4():
+    torch.manual_seed(0)
+    return ConvNet(1, 4).eval()
+
+
+def _eval_encoder(capsys, out, path, *extra):
+    return cli(capsys, "eval", "--encoder", str(path), "--dataset", "digits", "--protocols", "knn",
+               "--out", str(out), *extra)
+
+
+def test_state_dict_and_torchscript_encoders(tmp_path, capsys, convnet4):
+    torch.save(convnet4.state_dict(), tmp_path / "sd.pt")
+    rc, _, err = _eval_encoder(capsys, tmp_path, tmp_path / "sd.pt", "--arch", "convnet", "--width", "4")
+    assert rc == 0, err
+    sd = result(tmp_path, "sd", "knn")
+    assert 0.3 < sd["metrics"]["top1"] <= 1.0
+    assert sd["encoder_hash"] == encoder_hash(convnet4)
+    assert sd["config"]["encoder_format"] == "state_dict" and sd["config"]["arch"] == "convnet"
+    assert sd["dataset"]["name"] == "digits" and len(sd["dataset"]["fingerprint"]) == 64
+
+    # sslbench's own checkpoint.pt: the backbone.* entries of "model"
+    proj = {"projector.0.weight": torch.zeros(2, 32)}
+    full = {"model": {**{f"backbone.{k}": v for k, v in convnet4.state_dict().items()}, **proj}, "epoch": 3}
+    torch.save(full, tmp_path / "checkpoint.pt")
+    rc, _, err = _eval_encoder(capsys, tmp_path, tmp_path / "checkpoint.pt", "--arch", "convnet", "--width", "4")
+    assert rc == 0, err
+    assert result(tmp_path, "checkpoint", "knn")["metrics"] == sd["metrics"]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated in recent torch; still a supported input
+        torch.jit.trace(convnet4, torch.zeros(2, 1, 8, 8)).save(str(tmp_path / "ts.pt"))
+    rc, _, err = _eval_encoder(capsys, tmp_path, tmp_path / "ts.pt")  # no --arch needed
+    assert rc == 0, err
+    ts = result(tmp_path, "ts", "knn")
+    assert ts["config"]["encoder_format"] == "torchscript"
+    assert ts["metrics"] == pytest.approx(sd["metrics"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "model, args, match",
+    [
+        (SmallResNet(1, 4), ["--arch", "convnet", "--width", "4"],
+         "is not a state dict of backbone 'convnet': missing keys features.0.weight"),
+        (ConvNet(1, 8), ["--arch", "convnet", "--width", "4"], "has shape (8, 1, 3, 3) in the file but (4, 1, 3, 3)"),
+        (ConvNet(1, 4), [], "name its architecture with --arch"),
+        (ConvNet(1, 4), ["--arch", "convnett"], "did you mean 'convnet'"),
+    ],
+)
+def test_state_dict_for_another_arch(tmp_path, capsys, model, args, match):
+    torch.save(model.state_dict(), tmp_path / "enc.pt")
+    rc, _, err = _eval_encoder(capsys, tmp_path / "out", tmp_path / "enc.pt", *args)
+    assert rc == 2 and match in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "enc").exists()
+
+
+def test_wrong_arch_message_lists_unexpected_keys(tmp_path, capsys):
+    torch.save(SmallResNet(1, 4).state_dict(), tmp_path / "enc.pt")
+    _, _, err = _eval_encoder(capsys, tmp_path, tmp_path / "enc.pt", "--arch", "convnet", "--width", "4")
+    assert "unexpected keys stem.0.weight" in err and "(+" in err and "check --arch" in err
+
+
+class Evil:
+    """Unpickling this object would run code that creates a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (builtins.exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("how", ["torch.save", "pickle", "checkpoint"])
+def test_malicious_encoder_pickle_is_refused(tmp_path, capsys, how):
+    marker, path = tmp_path / "PWNED", tmp_path / "evil.pt"
+    evil = Evil(marker)
+    if how == "torch.save":
+        torch.save(evil, path)
+    elif how == "pickle":
+        path.write_bytes(pickle.dumps(evil))
+    else:
+        torch.save({"model": {"backbone.features.0.weight": torch.zeros(1)}, "hook": evil}, path)
+    rc, _, err = _eval_encoder(capsys, tmp_path / "out", path, "--arch", "convnet")
+    assert rc == 2 and "refusing to load" in err and len(err.strip().splitlines()) == 1
+    assert "Unsupported" in err and "\x1b" not in err  # torch's reason, without its paragraphs
+    assert not marker.exists()
+
+
+def test_malicious_features_are_refused(tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    np.savez(tmp_path / "evil.npz", **_with(train_y=np.array([Evil(marker)] * 80, dtype=object)))
+    (tmp_path / "evil2.npz").write_bytes(pickle.dumps(Evil(marker)))
+    for name in ("evil.npz", "evil2.npz"):
+        rc, _, err = cli(capsys, "eval", "--features", str(tmp_path / name), "--out", str(tmp_path / "out"))
+        assert rc == 2 and "refusing to load" in err
+    assert not marker.exists()
+
+
+def test_missing_encoder_file(tmp_path, capsys):
+    rc, _, err = _eval_encoder(capsys, tmp_path, tmp_path / "nope.pt", "--arch", "convnet")
+    assert rc == 2 and "encoder file" in err and "does not exist" in err
+
+
+def test_encoder_that_fails_on_the_images(tmp_path, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(ConvNet(3, 4).eval(), torch.zeros(1, 3, 8, 8)).save(str(tmp_path / "rgb.pt"))
+    rc, _, err = _eval_encoder(capsys, tmp_path, tmp_path / "rgb.pt")
+    assert rc == 2 and "failed on digits images of shape (B, 1, 8, 8)" in err and "3 channels" in err
+    assert not (tmp_path / "rgb").exists()  # nothing written: a fixed encoder can reuse the name
+
+
+def test_unknown_protocol_fails_before_loading(tmp_path, capsys):
+    rc, _, err = _eval_encoder(capsys, tmp_path, tmp_path / "nope.pt", "--protocols", "knn,linaer")
+    assert rc == 2 and "did you mean 'linear'" in err
+
+
+def test_encoder_needs_dataset(tmp_path, capsys, convnet4):
+    torch.save(convnet4.state_dict(), tmp_path / "sd.pt")
+    rc, _, err = cli(capsys, "eval", "--encoder", str(tmp_path / "sd.pt"), "--arch", "convnet")
+    assert rc == 2 and "--encoder needs --dataset" in err
