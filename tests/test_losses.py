@@ -25,6 +25,15 @@ def test_negative_cosine_golden(golden_pair):
     assert negative_cosine(za, zb).item() == pytest.approx(-0.7003161, abs=1e-7)
 
 
+def test_negative_cosine_matches_independent_formula():
+    g = torch.Generator().manual_seed(4)
+    p, z = torch.randn(10, 6, generator=g, dtype=torch.float64), torch.randn(10, 6, generator=g, dtype=torch.float64)
+    pn, zn = p.numpy(), z.numpy()
+    expected = -np.mean([pn[i] @ zn[i] / (np.linalg.norm(pn[i]) * np.linalg.norm(zn[i])) for i in range(10)])
+    assert negative_cosine(p, z).item() == pytest.approx(expected, rel=1e-12)
+    assert symmetric_negative_cosine(p, z, p, z).item() == pytest.approx(expected, rel=1e-12)
+
+
 def test_vicreg_golden(golden_pair):
     za, zb = golden_pair
     assert invariance_term(za, zb).item() == pytest.approx(0.8333333, abs=1e-7)

@@ -1,6 +1,7 @@
 """Contract tests for every registered method (timm style), and method-specific checks."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -34,6 +35,29 @@ def test_method_contract(name):
     if hasattr(model, "after_step"):
         model.after_step(0.5)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.backbone.parameters()))
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_loss_decreases_on_a_fixed_batch(name):
+    method = registry("methods").get(name)
+    train, heads = method.resolve("smoke")
+    torch.manual_seed(0)
+    model = method.build(build_backbone("convnet", 1, 4), heads, method.loss)
+    opt = build_optimizer(model, dataclasses.replace(train, optimizer="adamw", lr=2e-3, weight_decay=0.0))
+    g = torch.Generator().manual_seed(1)
+    v1 = torch.randn(32, 1, 8, 8, generator=g)
+    v2 = v1 + 0.1 * torch.randn(32, 1, 8, 8, generator=g)
+    losses = []
+    for step in range(8):
+        out = model(v1, v2)
+        losses.append(out.loss.item())
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        if hasattr(model, "after_step"):
+            model.after_step(step / 8)
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0], f"{name}: {losses}"
 
 
 @pytest.mark.parametrize(
