@@ -1,10 +1,12 @@
-"""Label-free collapse readings of frozen features: RankMe and std of l2-normalised rows.
+"""The collapse suite: label-free readings of frozen features and projector outputs.
 
-Two complementary views (see :mod:`sslbench.embedding_stats`): RankMe
-(Garrido et al. 2023) sees dimensional collapse in the spectrum of the
-uncentred features; the std of l2-normalised features (Chen & He 2021) is
-scale-aware and reads 0 for complete collapse against a healthy
-``1/sqrt(D)``.
+Scale-aware, spectrum and geometry readings side by side (see
+:mod:`sslbench.embedding_stats` for each formula and its paper): RankMe,
+alpha-ReQ with the R^2 of its fit, the std of l2-normalised rows next to
+``1/sqrt(D)``, VICReg's variance hinge with the fraction of dead dimensions,
+the covariance spectrum and its collapsed-dimension count, uniformity, and the
+alignment of positive pairs made with the method's own augmentations. All in
+float64 on a seeded subsample.
 """
 
 from __future__ import annotations
@@ -15,10 +17,23 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from sslbench.embedding_stats import is_completely_collapsed, rankme, std_of_l2_normalized
+from sslbench.embedding_stats import (
+    alignment,
+    alpha_req,
+    collapse_status,
+    collapsed_dimension_count,
+    covariance_spectrum,
+    rankme,
+    std_of_l2_normalized,
+    uniformity,
+    variance_hinge,
+)
 from sslbench.errors import SslbenchError
 from sslbench.protocol import Protocol, check_features
 from sslbench.types import Direction, FeatureSet
+
+#: Feature-set keys of the two layers: (rows read, positive-pair views a and b).
+LAYERS = {"": ("test_x", "pair_xa", "pair_xb"), "z_": ("test_z", "pair_za", "pair_zb")}
 
 
 def subsample_rows(x: np.ndarray, max_samples: int, seed: int) -> np.ndarray:
@@ -38,41 +53,35 @@ def subsample_rows(x: np.ndarray, max_samples: int, seed: int) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def collapse_metrics(z: np.ndarray) -> dict[str, float]:
-    """RankMe, std of l2-normalised rows and its healthy reference for ``z``.
+def collapse_metrics(z: np.ndarray, uniformity_samples: int = 2000) -> tuple[dict[str, float], np.ndarray]:
+    """Every single-matrix reading of ``z`` and its covariance spectrum.
 
     Args:
-        z: ``(N, D)`` features, ``N >= 2``.
+        z: ``(N, D)`` float64 features, ``N >= 2``, already subsampled.
+        uniformity_samples: Leading rows used for uniformity (all pairs among them).
 
     Returns:
-        ``{"rankme", "std_l2", "std_l2_ref", "dim"}``; ``std_l2_ref = 1/sqrt(D)``.
+        ``(metrics, spectrum)``: metrics ``rankme``, ``std_l2``, ``std_l2_ref`` (``1/sqrt(D)``),
+        ``dim``, ``alpha_req``, ``alpha_req_r2``, ``var_hinge``, ``dead_frac``,
+        ``spectrum_collapsed_dims``, ``uniformity``; spectrum ``(min(N, D),)`` decreasing.
     """
     d = z.shape[1]
-    return {
+    spectrum = covariance_spectrum(z)
+    a, r2 = alpha_req(z)
+    hinge, dead = variance_hinge(z)
+    metrics = {
         "rankme": rankme(z),
-        "std_l2": float(std_of_l2_normalized(torch.from_numpy(np.asarray(z, dtype=np.float64)))),
+        "std_l2": float(std_of_l2_normalized(torch.from_numpy(z))),
         "std_l2_ref": 1.0 / float(np.sqrt(d)),
         "dim": float(d),
+        "alpha_req": a,
+        "alpha_req_r2": r2,
+        "var_hinge": hinge,
+        "dead_frac": dead,
+        "spectrum_collapsed_dims": float(collapsed_dimension_count(spectrum)),
+        "uniformity": uniformity(z[:uniformity_samples]),
     }
-
-
-#: RankMe below this fraction of D (with a healthy std_l2): dimensional collapse.
-DIMENSIONAL_RANKME_FRACTION = 0.1
-
-
-def collapse_status(m: dict[str, float]) -> str:
-    """``complete``, ``dimensional`` or ``healthy`` from :func:`collapse_metrics` readings.
-
-    Complete collapse (every input to about one point) drives the scale-aware
-    ``std_l2`` to 0 (below 10% of ``1/sqrt(D)``); dimensional collapse keeps ``std_l2``
-    near ``1/sqrt(D)`` but leaves RankMe far below D (REFERENCE.md: a rank-16
-    Z reads std_l2 0.087 but RankMe 15.8), so both readings are needed.
-    """
-    if is_completely_collapsed(m["std_l2"], int(m["dim"])):
-        return "complete"
-    if m["rankme"] < DIMENSIONAL_RANKME_FRACTION * m["dim"]:
-        return "dimensional"
-    return "healthy"
+    return metrics, spectrum
 
 
 STATUS_CODES = {"healthy": 0.0, "dimensional": 1.0, "complete": 2.0}
@@ -80,55 +89,76 @@ STATUS_CODES = {"healthy": 0.0, "dimensional": 1.0, "complete": 2.0}
 
 @dataclass
 class Collapse(Protocol):
-    """RankMe and std of l2-normalised embeddings on a seeded subsample of the test split.
+    """The collapse suite on a seeded subsample of the test split; labels unused.
 
-    Reads the backbone features (``rankme``, ``std_l2``, ``std_l2_ref``, ``dim``)
+    Reads the backbone features (unprefixed metrics, see :func:`collapse_metrics`)
     and, when the features carry projector outputs (``extra["test_z"]``), the same
-    readings prefixed ``z_``. ``status_code`` is 0 healthy, 1 dimensional, 2
-    complete and ``status`` the same as a word (:func:`collapse_status`), judged on
-    the projector outputs, where the loss acts. Encoders without a projector
-    (the floors, external encoders) get ``status`` ``"n/a"`` and no code:
-    post-ReLU backbone features all lie in the positive orthant, so their
-    uncentred ``std_l2`` is small even when healthy (a random ConvNet at 84.9%
-    linear reads 0.005 against 1/sqrt(256) = 0.0625) and a threshold on it
-    would misfire. The ``z_*`` readings and the status only appear when there
-    are projector outputs.
+    readings prefixed ``z_``. With positive pairs (``extra["pair_xa"]``/``["pair_xb"]``,
+    and ``pair_za``/``pair_zb`` for the projector: two views of the same images made
+    with the method's augmentations) it adds ``alignment``/``z_alignment``.
+
+    ``status`` is ``healthy``, ``dimensional`` or ``complete``
+    (:func:`sslbench.embedding_stats.collapse_status`, the same rule the training
+    monitor applies) and ``status_code`` 0/1/2, judged on the projector outputs
+    where the loss acts. Encoders without a projector (floors, external encoders)
+    get ``status`` ``"n/a"`` and no code: post-ReLU backbone features all lie in
+    the positive orthant, so their uncentred readings are small even when healthy
+    (a random ConvNet at 84.9% linear reads std_l2 0.005 against 1/sqrt(256) =
+    0.0625) and a threshold on them would misfire. :meth:`artifacts` holds the
+    covariance spectra ``spectrum_backbone`` (and ``spectrum_projector``).
 
     Attributes:
-        max_samples: Most test rows used (subsampled with the seed).
+        max_samples: Most test rows used for the spectrum readings (subsampled with the seed).
+        uniformity_samples: Rows of that subsample used for uniformity (all pairs).
     """
 
     name: ClassVar[str] = "collapse"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     requires: ClassVar[frozenset[str]] = frozenset()
     metrics: ClassVar[dict[str, Direction]] = {
         "rankme": "higher",
         "std_l2": "higher",
+        "uniformity": "lower",
         "z_rankme": "higher",
         "z_std_l2": "higher",
+        "z_uniformity": "lower",
         "status_code": "lower",
     }
     main_metric: ClassVar[str] = "rankme"
 
     max_samples: int = 10000
+    uniformity_samples: int = 2000
 
     def __post_init__(self) -> None:
-        if self.max_samples < 2:
-            raise SslbenchError(f"collapse: max_samples must be >= 2, got {self.max_samples}")
+        if self.max_samples < 2 or self.uniformity_samples < 2:
+            raise SslbenchError(
+                f"collapse: max_samples and uniformity_samples must be >= 2, got "
+                f"{self.max_samples} and {self.uniformity_samples}"
+            )
 
     def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float | str]:
-        """Collapse readings of ``features.test_x`` (and ``extra["test_z"]``); labels unused."""
+        """The collapse suite on ``features.test_x`` (and projector outputs, pairs); see the class docstring."""
         check_features(features)
         if len(features.test_x) < 2:
             raise SslbenchError(
-                f"collapse: need at least 2 test rows, got {len(features.test_x)} "
-                f"(run {features.run or '?'})"
+                f"collapse: need at least 2 test rows, got {len(features.test_x)} (run {features.run or '?'})"
             )
-        out: dict[str, float | str] = dict(collapse_metrics(subsample_rows(features.test_x, self.max_samples, seed)))
-        out["status"] = "n/a"
-        if "test_z" in features.extra:
-            z = collapse_metrics(subsample_rows(features.extra["test_z"], self.max_samples, seed))
-            out.update({f"z_{k}": v for k, v in z.items()})
-            out["status"] = collapse_status(z)
+        out: dict[str, float | str] = {"status": "n/a"}
+        self._artifacts: dict[str, np.ndarray] = {}
+        arrays = {"test_x": features.test_x, **features.extra}
+        for prefix, (rows, pa, pb) in LAYERS.items():
+            if rows not in arrays:
+                continue
+            m, spectrum = collapse_metrics(subsample_rows(arrays[rows], self.max_samples, seed), self.uniformity_samples)
+            if pa in arrays and pb in arrays:
+                m["alignment"] = alignment(arrays[pa], arrays[pb])
+            out.update({prefix + k: v for k, v in m.items()})
+            self._artifacts["spectrum_projector" if prefix else "spectrum_backbone"] = spectrum
+        if "test_z" in arrays:
+            out["status"] = collapse_status(out["z_std_l2"], int(out["z_dim"]), out["z_rankme"], out["z_uniformity"])
             out["status_code"] = STATUS_CODES[out["status"]]
         return out
+
+    def artifacts(self) -> dict[str, np.ndarray]:
+        """Covariance spectra of the last call (``spectrum_backbone``, ``spectrum_projector``)."""
+        return dict(getattr(self, "_artifacts", {}))

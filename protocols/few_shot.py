@@ -297,10 +297,10 @@ CI_SUFFIX = "_episode_ci95"
 class FewShot(Protocol):
     """N-way K-shot episodes: nearest cosine centroid and per-episode logistic regression.
 
-    Episodes come from ``split`` (default the test split, held out from any
-    probe fitting), or from ``features.extra["transfer_x"]``/``["transfer_y"]``
-    when present and ``use_transfer`` is set; the string ``source`` in the
-    result says which. For each K in ``shots``: ``acc_<K>shot_centroid`` and
+    Episodes come from ``split``: ``test`` (the default: in-domain, held out
+    from any probe fitting), ``train``, or ``transfer`` (``features.extra
+    ["transfer_x"]``/``["transfer_y"]``, another dataset; see
+    :class:`FewShotTransfer`); the string ``source`` in the result says which. For each K in ``shots``: ``acc_<K>shot_centroid`` and
     ``acc_<K>shot_logreg`` (mean fractions over episodes) and their 95%
     half-widths ``acc_<K>shot_<clf>_episode_ci95``. The main metric is
     ``acc_5shot_centroid`` (or the largest K's when 5 is not in ``shots``).
@@ -315,12 +315,11 @@ class FewShot(Protocol):
         wd: Weight decay of the logistic regression, in ``mean CE + wd/2 ||W||^2``
             on unit-norm features (sklearn's ``C = 1 / (wd * ways * K)``).
         max_iter: Maximum L-BFGS iterations (one batched solve per K).
-        split: ``"test"`` or ``"train"``: where episodes come from without a transfer set.
-        use_transfer: Use ``extra["transfer_x"]``/``["transfer_y"]`` when present.
+        split: ``"test"``, ``"train"`` or ``"transfer"``: where episodes come from.
     """
 
     name: ClassVar[str] = "few_shot"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     requires: ClassVar[frozenset[str]] = frozenset({"labels"})
     metrics: ClassVar[dict[str, Direction]] = {
         "acc_1shot_centroid": "higher",
@@ -337,7 +336,6 @@ class FewShot(Protocol):
     wd: float = 1e-2
     max_iter: int = 100
     split: str = "test"
-    use_transfer: bool = True
 
     def __post_init__(self) -> None:
         self.shots = tuple(sorted({int(k) for k in self.shots}))
@@ -350,8 +348,8 @@ class FewShot(Protocol):
             )
         if not self.wd > 0 or self.max_iter < 1:
             raise SslbenchError(f"few_shot: need wd > 0 and max_iter >= 1, got wd={self.wd}, max_iter={self.max_iter}")
-        if self.split not in ("train", "test"):
-            raise SslbenchError(f"few_shot: split must be 'train' or 'test', got {self.split!r}")
+        if self.split not in ("train", "test", "transfer"):
+            raise SslbenchError(f"{self.name}: split must be 'train', 'test' or 'transfer', got {self.split!r}")
         self.metrics = {f"acc_{k}shot_{c}": "higher" for k in self.shots for c in ("centroid", "logreg")}
         self.main_metric = f"acc_{5 if 5 in self.shots else self.shots[-1]}shot_centroid"
 
@@ -366,7 +364,12 @@ class FewShot(Protocol):
         check_features(dataclasses.replace(
             features, extra={k: v for k, v in extra.items() if k not in ("transfer_x", "transfer_y")}
         ))
-        if self.use_transfer and has_x:
+        if self.split == "transfer":
+            if not has_x:
+                raise SslbenchError(
+                    f"{self.name}: split='transfer' but run {features.run or '?'} has no transfer_x/transfer_y "
+                    "(set a transfer dataset: `transfer = \"digits\"` under [run])"
+                )
             x, y = np.asarray(extra["transfer_x"]), np.asarray(extra["transfer_y"])
             if x.ndim != 2 or y.shape != (len(x),) or not np.isfinite(x).all():
                 raise SslbenchError(
@@ -414,3 +417,20 @@ class FewShot(Protocol):
         """The last call's episodes (class ids, support and query rows of the source split) and
         per-episode accuracies ``episode_acc_<K>shot_<clf>``; empty before any call."""
         return dict(getattr(self, "_artifacts", {}))
+
+
+@dataclass
+class FewShotTransfer(FewShot):
+    """:class:`FewShot` on a transfer set: episodes from another dataset's classes.
+
+    ``sslbench run`` extracts the transfer set named by the run's ``transfer``
+    (``digits`` for the Fashion-MNIST presets, resized to 28x28; offline) and
+    ``sslbench eval --features`` takes ``transfer_x``/``transfer_y``. Same metrics
+    and parameters as ``few_shot``.
+    """
+
+    name: ClassVar[str] = "few_shot_transfer"
+    version: ClassVar[str] = "1"
+    requires: ClassVar[frozenset[str]] = frozenset({"labels", "transfer"})
+
+    split: str = "transfer"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import faiss
 import numpy as np
@@ -35,27 +35,84 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x / norms)
 
 
-def cosine_neighbors(
-    train_x: np.ndarray, test_x: np.ndarray, k: int
+def gpu_available() -> bool:
+    """Whether this faiss build can search on a GPU (faiss-gpu installed and a GPU visible)."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _index(dim: int, metric: str, index: str, nlist: int, device: str) -> faiss.Index:
+    """An empty faiss index: exact (``flat``) or inverted-file (``ivf``), on CPU or GPU."""
+    flat = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
+    if index == "ivf":
+        kind = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+        flat = faiss.IndexIVFFlat(flat, dim, nlist, kind)
+    if device == "gpu" or (device == "auto" and gpu_available()):
+        if not gpu_available():
+            raise SslbenchError("knn: device='gpu' but this faiss has no GPU support or sees no GPU "
+                                "(install faiss-gpu, or use device='auto' or 'cpu')")
+        flat = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, flat)
+    return flat
+
+
+#: Queries per faiss search call: bounds the (chunk, k) result buffers for large query sets.
+QUERY_CHUNK = 16384
+
+
+def neighbors(
+    train_x: np.ndarray,
+    test_x: np.ndarray,
+    k: int,
+    metric: str = "cosine",
+    index: str = "flat",
+    nlist: int = 1024,
+    nprobe: int = 16,
+    device: str = "auto",
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact cosine top-k neighbours of each test row among the train rows.
+    """Top-k neighbours of each test row among the train rows, as similarities (higher is closer).
 
     Args:
-        train_x: ``(N_train, D)`` features (normalised here).
-        test_x: ``(N_test, D)`` features (normalised here).
+        train_x: ``(N_train, D)`` features.
+        test_x: ``(N_test, D)`` features.
         k: Neighbours per query; clipped to ``N_train``.
+        metric: ``cosine`` (rows l2-normalised, inner product) or ``l2`` (raw rows,
+            similarity ``-||a - b||^2``).
+        index: ``flat`` (exact) or ``ivf`` (approximate: ``nlist`` k-means cells trained on
+            at most 256 rows per cell, ``nprobe`` cells searched per query).
+        nlist: IVF cells (clipped to ``N_train // 39``, faiss' minimum training size).
+        nprobe: IVF cells visited per query.
+        device: ``auto`` (GPU when faiss-gpu sees one), ``cpu`` or ``gpu``.
+        seed: Seed of the IVF training subsample.
 
     Returns:
-        ``(sims, idx)``, both ``(N_test, min(k, N_train))``, sorted by
-        decreasing cosine similarity; ``idx`` indexes ``train_x``.
+        ``(sims, idx)``, both ``(N_test, min(k, N_train))``, sorted by decreasing
+        similarity; ``idx`` indexes ``train_x``.
     """
-    train_n = l2_normalize(train_x)
-    test_n = l2_normalize(test_x)
+    if metric == "cosine":
+        train_n, test_n = l2_normalize(train_x), l2_normalize(test_x)
+    else:
+        train_n = np.ascontiguousarray(train_x, dtype=np.float32)
+        test_n = np.ascontiguousarray(test_x, dtype=np.float32)
     k = min(int(k), train_n.shape[0])
-    index = faiss.IndexFlatIP(train_n.shape[1])
-    index.add(train_n)
-    sims, idx = index.search(test_n, k)
-    return sims, idx
+    nlist = max(1, min(nlist, train_n.shape[0] // 39))
+    idx_obj = _index(train_n.shape[1], metric, index, nlist, device)
+    if index == "ivf":
+        rng = np.random.default_rng(seed)
+        n_fit = min(len(train_n), 256 * nlist)
+        idx_obj.train(train_n[np.sort(rng.choice(len(train_n), n_fit, replace=False))])
+        faiss.extract_index_ivf(idx_obj).nprobe = nprobe
+    idx_obj.add(train_n)
+    sims, idx = [], []
+    for lo in range(0, len(test_n), QUERY_CHUNK):
+        s, i = idx_obj.search(test_n[lo : lo + QUERY_CHUNK], k)
+        sims.append(s if metric == "cosine" else -s)  # IndexFlatL2 returns squared distances
+        idx.append(i)
+    return np.concatenate(sims), np.concatenate(idx)
+
+
+def cosine_neighbors(train_x: np.ndarray, test_x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine top-k neighbours on the CPU: :func:`neighbors` with its defaults."""
+    return neighbors(train_x, test_x, k, device="cpu")
 
 
 def weighted_vote(
@@ -96,6 +153,7 @@ def knn_predict(
     ks: Sequence[int],
     temperature: float,
     num_classes: int | None = None,
+    **search: Any,
 ) -> dict[int, np.ndarray]:
     """Weighted cosine kNN predictions for several k from one search at ``max(ks)``.
 
@@ -106,6 +164,7 @@ def knn_predict(
         ks: Neighbour counts; each is clipped to ``N_train``.
         temperature: T in ``exp(sim / T)``.
         num_classes: C; defaults to ``max(train_y) + 1``.
+        **search: Options of :func:`neighbors` (metric, index, nlist, nprobe, device, seed).
 
     Returns:
         ``{k: (N_test,) int64 predictions}`` keyed by the requested k.
@@ -113,7 +172,7 @@ def knn_predict(
     train_y = np.asarray(train_y, dtype=np.int64)
     if num_classes is None:
         num_classes = int(train_y.max()) + 1
-    sims, idx = cosine_neighbors(train_x, test_x, max(ks))
+    sims, idx = neighbors(train_x, test_x, max(ks), **search)
     neighbor_labels = train_y[idx]
     return {
         k: weighted_vote(sims, neighbor_labels, min(k, idx.shape[1]), temperature, num_classes)
@@ -129,6 +188,7 @@ def knn_top1(
     ks: Sequence[int],
     temperature: float,
     num_classes: int | None = None,
+    **search: Any,
 ) -> dict[int, float]:
     """Top-1 accuracy of the weighted cosine kNN classifier for several k.
 
@@ -140,6 +200,7 @@ def knn_top1(
         ks: Neighbour counts; each is clipped to ``N_train``.
         temperature: T in ``exp(sim / T)``.
         num_classes: C; defaults to ``max label + 1``.
+        **search: Options of :func:`neighbors`.
 
     Returns:
         ``{k: accuracy}`` keyed by the requested k, accuracies in ``[0, 1]``.
@@ -147,16 +208,19 @@ def knn_top1(
     test_y = np.asarray(test_y, dtype=np.int64)
     if num_classes is None:
         num_classes = int(max(np.max(train_y), test_y.max())) + 1
-    preds = knn_predict(train_x, train_y, test_x, ks, temperature, num_classes)
+    preds = knn_predict(train_x, train_y, test_x, ks, temperature, num_classes, **search)
     return {k: float((p == test_y).mean()) for k, p in preds.items()}
 
 
 @dataclass
 class KNN(Protocol):
-    """Weighted cosine kNN (InstDisc/DINO) on l2-normalised backbone features.
+    """Weighted kNN (InstDisc/DINO): cosine on l2-normalised backbone features by default.
 
     ``top1`` is the main score at ``k``; ``top1_k<e>`` for each ``e`` in
-    ``extra_k``. A k larger than the train set is clipped to its size.
+    ``extra_k``. A k larger than the train set is clipped to its size. Every
+    neighbour votes ``exp(sim / T)`` with ``sim`` the cosine, or ``-||a - b||^2``
+    for ``metric="l2"`` (then T is on the scale of squared distances; a large T
+    gives plain majority votes).
 
     Attributes:
         k: Neighbours for the main score.
@@ -164,6 +228,12 @@ class KNN(Protocol):
         extra_k: Further neighbour counts reported as ``top1_k<e>``.
         layer: ``backbone`` (the standard) or ``projector`` (the method's
             projector outputs, ``extra["train_z"]``/``extra["test_z"]``).
+        metric: ``cosine`` or ``l2``.
+        index: ``flat`` (exact, the default) or ``ivf`` (approximate; for millions of rows).
+        nlist: IVF cells.
+        nprobe: IVF cells searched per query.
+        device: faiss device: ``auto`` (a GPU when faiss-gpu sees one), ``cpu`` or ``gpu``;
+            exact results do not depend on it beyond float rounding.
     """
 
     name: ClassVar[str] = "knn"
@@ -181,11 +251,22 @@ class KNN(Protocol):
     temperature: float = 0.07
     extra_k: tuple[int, ...] = (1, 5, 200)
     layer: str = "backbone"
+    metric: str = "cosine"
+    index: str = "flat"
+    nlist: int = 1024
+    nprobe: int = 16
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.layer not in ("backbone", "projector"):
             raise SslbenchError(f"knn: layer must be 'backbone' or 'projector', got {self.layer!r}")
         self.extra_k = tuple(int(e) for e in self.extra_k)
+        for field, value, allowed in (("metric", self.metric, ("cosine", "l2")), ("index", self.index, ("flat", "ivf")),
+                                      ("device", self.device, ("auto", "cpu", "gpu"))):
+            if value not in allowed:
+                raise SslbenchError(f"knn: {field} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.nlist < 1 or self.nprobe < 1:
+            raise SslbenchError(f"knn: nlist and nprobe must be >= 1, got {self.nlist} and {self.nprobe}")
         if self.k < 1 or any(e < 1 for e in self.extra_k):
             raise SslbenchError(f"knn: k and extra_k must be >= 1, got k={self.k}, extra_k={self.extra_k}")
         if not self.temperature > 0:
@@ -212,5 +293,11 @@ class KNN(Protocol):
             ks,
             self.temperature,
             features.num_classes,
+            metric=self.metric,
+            index=self.index,
+            nlist=self.nlist,
+            nprobe=self.nprobe,
+            device=self.device,
+            seed=seed,
         )
         return {"top1": acc[self.k], **{f"top1_k{e}": acc[e] for e in self.extra_k}}

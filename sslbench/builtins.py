@@ -25,6 +25,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "linear": "protocols.linear:Linear",
         "collapse": "protocols.collapse:Collapse",
         "few_shot": "protocols.few_shot:FewShot",
+        "few_shot_transfer": "protocols.few_shot:FewShotTransfer",
         "low_shot": "protocols.low_shot:LowShot",
     },
     "datasets": {

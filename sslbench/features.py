@@ -1,13 +1,21 @@
-"""Feature extraction, cached on disk by encoder hash + data fingerprint.
+"""Feature extraction, cached on disk by encoder hash + data fingerprint + extraction recipe.
 
 A second evaluation of an unchanged encoder on unchanged data runs no forward
-pass: the features come from ``<cache>/<key>.npz``.
+pass: the features come from ``<cache>/<key>/<name>.npy``, float32 arrays that
+are memory-mapped (read lazily) rather than loaded whole. A cache entry is
+written as a temporary directory and renamed into place, so it is either
+complete or absent.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +23,15 @@ import torch
 from torch import nn
 
 from sslbench import distributed as dist
-from sslbench.augment import normalize
-from sslbench.io import atomic_write_bytes
+from sslbench.augment import TwoViews, normalize
+from sslbench.faults import maybe_fault
+from sslbench.io import TMP_SUFFIX, output_error
 from sslbench.types import FeatureSet, ImageData
+
+#: Positive pairs extracted for the alignment reading of the collapse suite.
+DEFAULT_PAIRS = 2048
+#: Marker file written last into a cache entry.
+COMPLETE = "complete.json"
 
 
 def encoder_hash(encoder: nn.Module | None) -> str:
@@ -33,6 +47,20 @@ def encoder_hash(encoder: nn.Module | None) -> str:
 
 
 @torch.inference_mode()
+def _forward(encoder: nn.Module | None, batches: Iterator[torch.Tensor], device: str) -> torch.Tensor:
+    """Concatenated ``encoder`` outputs over normalised input batches (flattened inputs for ``None``)."""
+    out = []
+    for x in batches:
+        x = x.to(device)
+        if encoder is None:
+            out.append(x.flatten(1).cpu())
+            continue
+        if device == "cpu" and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out.append(encoder(x).float().cpu())
+    return torch.cat(out)
+
+
 def extract(
     encoder: nn.Module | None,
     images: torch.Tensor,
@@ -44,7 +72,7 @@ def extract(
     """Run a frozen encoder over uint8 images.
 
     Args:
-        encoder: ``(B, C, H, W) -> (B, D)`` in eval mode; ``None`` for raw pixels.
+        encoder: ``(B, C, H, W) -> (B, D)``, put in eval mode here; ``None`` for raw pixels.
         images: ``(N, C, H, W)`` uint8.
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation std.
@@ -59,19 +87,139 @@ def extract(
         encoder.eval().to(device)
     n, world, rank = images.shape[0], dist.world_size(), dist.rank()
     shard = images[rank * n // world : (rank + 1) * n // world]
-    out = []
-    for i in range(0, shard.shape[0], batch_size):
-        x = normalize(shard[i : i + batch_size].to(device), mean, std)
-        if encoder is None:
-            out.append(x.flatten(1).cpu())
-            continue
-        if device == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        out.append(encoder(x).float().cpu())
-    local = torch.cat(out)
+    batches = (normalize(shard[i : i + batch_size], mean, std) for i in range(0, shard.shape[0], batch_size))
+    local = _forward(encoder, batches, device)
     if world > 1:
         local = dist.all_gather_no_grad(local.to(device) if device != "cpu" else local).cpu()
     return local.numpy().astype(np.float32, copy=False)
+
+
+def project(projector: nn.Module, features: np.ndarray, device: str = "cpu", batch_size: int = 4096) -> np.ndarray:
+    """Projector outputs (eval mode) of already extracted backbone features.
+
+    Args:
+        projector: ``(B, D) -> (B, P)``.
+        features: ``(N, D)`` backbone features.
+        device: Where to run.
+        batch_size: Rows per forward pass.
+
+    Returns:
+        ``(N, P)`` float32.
+    """
+    projector.eval().to(device)
+    x = torch.from_numpy(np.asarray(features, dtype=np.float32))
+    batches = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
+    return _forward(projector, batches, device).numpy()
+
+
+def positive_pair_views(
+    images: torch.Tensor, views: TwoViews, n: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Two augmented views of a seeded subsample of ``images``: the positive pairs of alignment.
+
+    Args:
+        images: ``(N, C, H, W)`` uint8.
+        views: The method's view recipe (normalises too).
+        n: Pairs wanted (at most ``N``).
+        seed: Seed of the subsample and of the augmentations.
+
+    Returns:
+        ``(view_a, view_b, rows)``: two ``(n, C, H, W)`` float tensors and the ``(n,)`` rows used.
+    """
+    rows = np.sort(np.random.default_rng(seed).choice(len(images), min(n, len(images)), replace=False))
+    gen = torch.Generator().manual_seed(seed)
+    va, vb = views(images[torch.from_numpy(rows)], gen)
+    return va, vb, rows
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What is extracted besides the backbone features of the train and test splits.
+
+    Attributes:
+        projector: The method's projector; its outputs become ``train_z``/``test_z``.
+        views: The method's augmentations; with ``pairs > 0``, positive pairs of test
+            images become ``pair_xa``/``pair_xb`` (and ``pair_za``/``pair_zb``).
+        pairs: Number of positive pairs.
+        transfer: ``(images, labels)`` of a transfer set, already matched to the
+            pretraining images' channels and size: ``transfer_x``/``transfer_y``.
+        transfer_name: Name recorded for the transfer set (part of the cache key).
+        seed: Seed of the pair subsample and augmentations.
+    """
+
+    projector: nn.Module | None = None
+    views: TwoViews | None = None
+    pairs: int = DEFAULT_PAIRS
+    transfer: tuple[torch.Tensor, torch.Tensor] | None = None
+    transfer_name: str = ""
+    seed: int = 0
+
+    def recipe(self) -> str:
+        """A string that changes whenever the extracted arrays would."""
+        views = [asdict(v) for v in self.views.views] if self.views is not None else None
+        transfer = None
+        if self.transfer is not None:
+            imgs, labels = self.transfer
+            digest = hashlib.sha256(imgs.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()[:16]
+            transfer = f"{self.transfer_name}:{digest}"
+        return json.dumps({"v": 2, "views": views, "pairs": self.pairs if views else 0, "seed": self.seed,
+                           "transfer": transfer}, sort_keys=True)
+
+
+def _extract_all(encoder: nn.Module | None, data: ImageData, extras: Extras, device: str) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for split, images in (("train", data.train_images), ("test", data.test_images)):
+        arrays[f"{split}_x"] = extract(encoder, images, data.mean, data.std, device)
+        if split == "train":
+            maybe_fault("during_features")
+    if extras.transfer is not None:
+        imgs, labels = extras.transfer
+        arrays["transfer_x"] = extract(encoder, imgs, data.mean, data.std, device)
+        arrays["transfer_y"] = labels.numpy().astype(np.int64)
+    if extras.views is not None and extras.pairs > 0:
+        va, vb, _ = positive_pair_views(data.test_images, extras.views, extras.pairs, extras.seed)
+        if encoder is not None:
+            encoder.eval().to(device)
+        arrays["pair_xa"] = _forward(encoder, iter(va.split(1024)), device).numpy()
+        arrays["pair_xb"] = _forward(encoder, iter(vb.split(1024)), device).numpy()
+    if extras.projector is not None:
+        for name in [k for k in arrays if k.endswith("_x") or k.startswith("pair_x")]:
+            if name == "transfer_x":
+                continue
+            z_name = name.replace("_x", "_z") if name.endswith("_x") else name.replace("pair_x", "pair_z")
+            arrays[z_name] = project(extras.projector, arrays[name], device)
+    return arrays
+
+
+def _write_entry(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write a cache entry as ``<path>/<name>.npy`` via a temporary sibling directory and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent))  # see remove_stale_temp_files
+    try:
+        for name, arr in arrays.items():
+            with open(tmp / f"{name}.npy", "wb") as f:
+                np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+        with open(tmp / COMPLETE, "w") as f:
+            json.dump(sorted(arrays), f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():  # a damaged entry: replace it
+            shutil.rmtree(path)
+        os.rename(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_entry(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a complete cache entry, memory-mapped; ``None`` if absent or damaged."""
+    try:
+        names = json.loads((path / COMPLETE).read_text())
+        return {n: np.load(path / f"{n}.npy", mmap_mode="r", allow_pickle=False) for n in names}
+    except (OSError, ValueError, json.JSONDecodeError):
+        return None
 
 
 def cached_features(
@@ -80,53 +228,43 @@ def cached_features(
     cache_dir: Path,
     device: str = "cpu",
     run: str = "",
-    projector: nn.Module | None = None,
+    extras: Extras | None = None,
 ) -> tuple[FeatureSet, str, bool]:
-    """Features of ``encoder`` on ``data``'s train and test splits, from cache when present.
+    """Features of ``encoder`` on ``data``'s train and test splits (plus :class:`Extras`), cached.
 
     Args:
         encoder: Frozen backbone, or ``None`` for raw pixels.
         data: The dataset.
-        cache_dir: Directory of ``.npz`` feature files.
+        cache_dir: Directory of cache entries.
         device: Where to extract on a cache miss.
         run: Run id for messages.
-        projector: The method's projector; when given, its outputs (eval mode) are
-            extracted too, as ``extra["train_z"]`` and ``extra["test_z"]``.
+        extras: Projector outputs, positive pairs and a transfer set to extract too.
 
     Returns:
         ``(features, encoder_hash, hit)`` where ``hit`` says whether the cache served it;
         the hash covers the projector too when there is one.
     """
+    extras = extras or Extras()
     enc = encoder_hash(encoder)
-    if projector is not None:
-        enc = hashlib.sha256(f"{enc}|{encoder_hash(projector)}".encode()).hexdigest()
-    key = hashlib.sha256(f"{enc}|{data.fingerprint}|backbone+projector".encode()).hexdigest()[:32]
-    path = cache_dir / f"{key}.npz"
-    names = ["train_x", "test_x"] + (["train_z", "test_z"] if projector is not None else [])
-    arrays: dict[str, np.ndarray] = {}
-    hit = path.exists()
-    if hit:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {n: z[n] for n in names}
-        except (OSError, ValueError, KeyError, EOFError):
-            hit = False  # a damaged cache entry is recomputed
-    if not hit:
-        head = None if projector is None else nn.Sequential(encoder, projector)
-        for split, images in (("train", data.train_images), ("test", data.test_images)):
-            arrays[f"{split}_x"] = extract(encoder, images, data.mean, data.std, device)
-            if head is not None:
-                arrays[f"{split}_z"] = extract(head, images, data.mean, data.std, device)
+    if extras.projector is not None:
+        enc = hashlib.sha256(f"{enc}|{encoder_hash(extras.projector)}".encode()).hexdigest()
+    key = hashlib.sha256(f"{enc}|{data.fingerprint}|{extras.recipe()}".encode()).hexdigest()[:32]
+    path = cache_dir / key
+    arrays = _read_entry(path)
+    hit = arrays is not None
+    if arrays is None:
+        arrays = _extract_all(encoder, data, extras, device)
         if dist.is_main():
-            buf = io.BytesIO()
-            np.savez(buf, **arrays)
-            atomic_write_bytes(path, buf.getvalue())
+            try:
+                _write_entry(path, arrays)
+            except OSError as e:
+                raise output_error(path, e) from e  # OutputError: stops the sweep
     fs = FeatureSet(
         train_x=arrays["train_x"],
         train_y=data.train_labels.numpy(),
         test_x=arrays["test_x"],
         test_y=data.test_labels.numpy(),
         run=run,
-        extra={k: v for k, v in arrays.items() if k.endswith("_z")},
+        extra={k: v for k, v in arrays.items() if k not in ("train_x", "test_x")},
     )
     return fs, enc, hit

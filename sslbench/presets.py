@@ -16,6 +16,7 @@ class Preset:
         backbone: Backbone registry name.
         width: Backbone width.
         epochs: Pretraining epochs.
+        transfer: Dataset of the ``few_shot_transfer`` protocol ("" for none).
     """
 
     name: str
@@ -24,9 +25,10 @@ class Preset:
     backbone: str
     width: int
     epochs: int
+    transfer: str = ""
 
 
 SMOKE = Preset("smoke", "digits (8x8), ConvNet width 8, 3 epochs: seconds; used by tests and CI", "digits", "convnet", 8, 3)
-QUICK = Preset("quick", "Fashion-MNIST, ConvNet 32-64-128-256, 4 epochs: about 5 min per method on 2 CPU cores", "fashion-mnist", "convnet", 32, 4)
-STANDARD = Preset("standard", "Fashion-MNIST, ConvNet 64-128-256-512, 30 epochs: hours on a CPU, minutes on a GPU", "fashion-mnist", "convnet", 64, 30)
+QUICK = Preset("quick", "Fashion-MNIST, ConvNet 32-64-128-256, 4 epochs: about 5 min per method on 2 CPU cores", "fashion-mnist", "convnet", 32, 4, "digits")
+STANDARD = Preset("standard", "Fashion-MNIST, ConvNet 64-128-256-512, 30 epochs: hours on a CPU, minutes on a GPU", "fashion-mnist", "convnet", 64, 30, "digits")
 CIFAR10 = Preset("cifar10", "CIFAR-10, ResNet-18 (CIFAR stem), 800 epochs, published recipes: needs a GPU", "cifar10", "resnet18", 64, 800)

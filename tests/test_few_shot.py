@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from protocols.few_shot import FewShot, centroid_accuracy, l2_rows, mean_ci95, sample_episodes
+from protocols.few_shot import FewShot, FewShotTransfer, centroid_accuracy, l2_rows, mean_ci95, sample_episodes
 from sslbench.errors import SslbenchError
 from sslbench.testing import make_features
 from sslbench.types import FeatureSet
@@ -123,16 +123,20 @@ def test_episodes_are_well_formed():
         sample_episodes(y, ways=6, shots=5, queries=15, episodes=10, seed=0)
 
 
-def test_transfer_split_is_used_when_present():
+def test_transfer_protocol_uses_the_transfer_split_and_few_shot_stays_in_domain():
     feats = make_features(1, transfer=True)
-    protocol = FewShot(episodes=20)
+    protocol = FewShotTransfer(episodes=20)
+    assert protocol.requires == frozenset({"labels", "transfer"})
     assert protocol.evaluate(feats, seed=0)["source"] == "transfer"
     classes = protocol.artifacts()["episode_classes"]
     assert set(np.unique(classes)) == set(np.unique(feats.extra["transfer_y"]))
-    assert FewShot(episodes=20, use_transfer=False).evaluate(feats, seed=0)["source"] == "test"
-    assert FewShot(episodes=20, split="train", use_transfer=False).evaluate(feats, seed=0)["source"] == "train"
+    assert FewShot(episodes=20).evaluate(feats, seed=0)["source"] == "test"
+    assert FewShot(episodes=20, split="train").evaluate(feats, seed=0)["source"] == "train"
     del feats.extra["transfer_y"]
     with pytest.raises(SslbenchError, match="transfer_x/transfer_y"):
+        protocol.evaluate(feats, seed=0)
+    del feats.extra["transfer_x"]
+    with pytest.raises(SslbenchError, match="no transfer_x"):
         protocol.evaluate(feats, seed=0)
 
 

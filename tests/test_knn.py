@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from protocols.knn import KNN, knn_predict
+from protocols.knn import KNN, gpu_available, knn_predict, neighbors
 from sslbench.errors import SslbenchError
 from sslbench.types import FeatureSet
 
@@ -104,3 +104,39 @@ def test_nan_features_are_refused_naming_the_array():
     feats = FeatureSet(train_x, np.zeros(20, int), test_x, np.zeros(5, int), run="r1")
     with pytest.raises(SslbenchError, match="train_x.*r1"):
         KNN().evaluate(feats, seed=0)
+
+
+def test_l2_metric_matches_a_brute_force_search():
+    rng = np.random.default_rng(11)
+    train, test = rng.standard_normal((300, 8)).astype(np.float32), rng.standard_normal((40, 8)).astype(np.float32)
+    sims, idx = neighbors(train, test, 5, metric="l2", device="cpu")
+    d2 = ((test[:, None, :] - train[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_array_equal(idx, np.argsort(d2, axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(-sims, np.sort(d2, axis=1)[:, :5], rtol=1e-4, atol=1e-4)
+
+
+def test_ivf_index_finds_most_exact_neighbours_and_is_recorded():
+    rng = np.random.default_rng(12)
+    centers = rng.standard_normal((20, 16))
+    train = (centers[rng.integers(0, 20, 8000)] + 0.3 * rng.standard_normal((8000, 16))).astype(np.float32)
+    test = (centers[rng.integers(0, 20, 200)] + 0.3 * rng.standard_normal((200, 16))).astype(np.float32)
+    _, exact = neighbors(train, test, 10, device="cpu")
+    _, approx = neighbors(train, test, 10, index="ivf", nlist=32, nprobe=8, device="cpu")
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall > 0.9
+    p = KNN(index="ivf", metric="l2")
+    assert p.params()["index"] == "ivf" and p.params()["metric"] == "l2"
+
+
+def test_gpu_device_without_faiss_gpu_is_a_clear_error():
+    if gpu_available():
+        pytest.skip("this faiss has a GPU")
+    train = np.random.default_rng(13).standard_normal((50, 4)).astype(np.float32)
+    with pytest.raises(SslbenchError, match="faiss-gpu"):
+        neighbors(train, train, 3, device="gpu")
+    neighbors(train, train, 3, device="auto")  # falls back to the CPU
+
+
+def test_unknown_metric_is_refused():
+    with pytest.raises(SslbenchError, match="metric must be one of cosine, l2"):
+        KNN(metric="manhattan")
