@@ -22,6 +22,8 @@ TOML layout::
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import tomllib
 import types
 import typing
@@ -33,6 +35,7 @@ from sslbench.errors import SslbenchError, did_you_mean
 from sslbench.method import Method, TrainConfig, derive_variant
 from sslbench.presets import Preset
 from sslbench.registry import registry
+from sslbench.store import check_path_name
 
 
 @dataclass
@@ -49,6 +52,8 @@ class RunConfig:
         width: Backbone width (default: the preset's).
         epochs: Pretraining epochs for every method (default: the preset's).
         seeds: Seeds; each method runs once per seed.
+        transfer: Dataset of the ``few_shot_transfer`` protocol (default: the
+            preset's; ``""`` for none, and that protocol is skipped).
         protocols: Protocols to evaluate.
         out: Output directory.
         device: ``cpu`` or ``cuda``.
@@ -65,7 +70,10 @@ class RunConfig:
     width: int | None = None
     epochs: int | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
-    protocols: list[str] = field(default_factory=lambda: ["knn", "linear", "few_shot", "low_shot", "collapse"])
+    transfer: str | None = None
+    protocols: list[str] = field(
+        default_factory=lambda: ["knn", "linear", "few_shot", "few_shot_transfer", "low_shot", "collapse"]
+    )
     out: str = "runs"
     device: str = "cpu"
     train: dict[str, Any] = field(default_factory=dict)
@@ -84,17 +92,21 @@ class RunConfig:
             backbone=self.backbone or p.backbone,
             width=self.width or p.width,
             epochs=self.epochs or p.epochs,
+            transfer=p.transfer if self.transfer is None else self.transfer,
         )
         for name in r.methods + r.references:
             registry("methods").get(name)
+            check_path_name(name, "method name")
         for name in r.protocols:
             registry("protocols").get(name)
+            check_path_name(name, "protocol name")
         for name in r.protocol_params:
             if name not in r.protocols:
                 registry("protocols").get(name)
         registry("backbones").get(r.backbone)
-        if not r.dataset.startswith("imagefolder:"):
-            registry("datasets").get(r.dataset)
+        for name in (r.dataset, r.transfer):
+            if name and not name.startswith("imagefolder:"):
+                registry("datasets").get(name)
         if r.device not in ("cpu", "cuda") and not r.device.startswith("cuda:"):
             raise SslbenchError(f"device must be 'cpu' or 'cuda', got {r.device!r}")
         if not r.seeds:
@@ -134,6 +146,26 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     return isinstance(value, annotation)
 
 
+def type_name(annotation: Any) -> str:
+    """A type annotation as a person reads it: ``float``, ``list[int]``, ``str or None``, ``'sgd' or 'lars'``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(a) for a in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return " or ".join(repr(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "None"
+    if origin is not None:
+        args = ", ".join(type_name(a) for a in typing.get_args(annotation))
+        return f"{origin.__name__}[{args}]" if args else origin.__name__
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _toml_key(name: str) -> str:
+    """``name`` as written in a TOML table header (quoted unless it is a bare key)."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
 def check_fields(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
     """Check ``values`` against the dataclass ``cls``: known keys, right types.
 
@@ -148,7 +180,9 @@ def check_fields(cls: type, values: dict[str, Any], where: str) -> dict[str, Any
             err = did_you_mean(key, names, f"key in {where}")
             raise SslbenchError(str(err))
         if not _type_ok(value, hints[key]):
-            raise SslbenchError(f"{where}: {key!r} must be {hints[key]}, got {value!r} ({type(value).__name__})")
+            raise SslbenchError(
+                f"{where}: {key!r} must be {type_name(hints[key])}, got {value!r} ({type(value).__name__})"
+            )
         out[key] = float(value) if hints[key] is float else value
     return out
 
@@ -156,13 +190,25 @@ def check_fields(cls: type, values: dict[str, Any], where: str) -> dict[str, Any
 _RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)} - {"train", "protocol_params"}
 
 
-def _register_variant(name: str, spec: dict[str, Any], where: str) -> None:
-    spec = dict(spec)
+def _table(value: Any, where: str) -> dict[str, Any]:
+    """``value`` if it is a TOML table, else an error naming ``where``."""
+    if not isinstance(value, dict):
+        raise SslbenchError(f"{where} must be a table, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _register_variant(name: str, spec: Any, where: str) -> None:
+    check_path_name(name, f"{where}: variant name")
+    spec = dict(_table(spec, where))
     base_name = spec.pop("base", None)
     if base_name is None:
         raise SslbenchError(f"{where}: a variant needs 'base' (the method it changes)")
+    if not isinstance(base_name, str):
+        raise SslbenchError(f"{where}: 'base' must be a method name (a string), got {base_name!r}")
     summary = spec.pop("summary", f"{base_name} with changed loss terms")
-    loss = spec.pop("loss", {})
+    if not isinstance(summary, str):
+        raise SslbenchError(f"{where}: 'summary' must be a string, got {summary!r}")
+    loss = _table(spec.pop("loss", {}), f"{where}: 'loss'")
     if spec:
         raise SslbenchError(f"{where}: unknown key {next(iter(spec))!r} (a variant takes base, summary, loss)")
     base: Method = registry("methods").get(base_name)
@@ -187,24 +233,31 @@ def load_toml(path: str | Path, cfg: RunConfig | None = None) -> RunConfig:
     path = Path(path)
     cfg = cfg or RunConfig()
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SslbenchError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise SslbenchError(f"config file {path} is a directory; give a .toml file") from None
+    except OSError as e:
+        raise SslbenchError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise SslbenchError(f"{path}: not UTF-8 text (byte {e.start}); save the config as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise SslbenchError(f"{path}: TOML syntax error: {e}") from None
     for table in doc:
         if table not in ("run", "train", "protocols", "variants"):
             raise SslbenchError(str(did_you_mean(table, ["run", "train", "protocols", "variants"], f"table in {path}")))
-    for name, spec in doc.get("variants", {}).items():
-        _register_variant(name, spec, f"{path} [variants.{name}]")
-    run = doc.get("run", {})
+    for name, spec in _table(doc.get("variants", {}), f"{path} [variants]").items():
+        _register_variant(name, spec, f"{path} [variants.{_toml_key(name)}]")
+    run = _table(doc.get("run", {}), f"{path} [run]")
     for key in run:
         if key not in _RUN_KEYS:
             raise SslbenchError(str(did_you_mean(key, _RUN_KEYS, f"key in {path} [run]")))
     values = check_fields(RunConfig, run, f"{path} [run]")
-    train = check_fields(TrainConfig, doc.get("train", {}), f"{path} [train]")
+    train = check_fields(TrainConfig, _table(doc.get("train", {}), f"{path} [train]"), f"{path} [train]")
     params = dict(cfg.protocol_params)
-    for pname, pvalues in doc.get("protocols", {}).items():
+    for pname, pvalues in _table(doc.get("protocols", {}), f"{path} [protocols]").items():
         cls = registry("protocols").get(pname)
-        params[pname] = {**params.get(pname, {}), **check_fields(cls, pvalues, f"{path} [protocols.{pname}]")}
+        where = f"{path} [protocols.{_toml_key(pname)}]"
+        params[pname] = {**params.get(pname, {}), **check_fields(cls, _table(pvalues, where), where)}
     return dataclasses.replace(cfg, **values, train={**cfg.train, **train}, protocol_params=params)

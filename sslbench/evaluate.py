@@ -30,6 +30,7 @@ import sys
 import time
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from sslbench.data import fingerprint, load_dataset
 from sslbench.errors import SslbenchError
 from sslbench.features import encoder_hash, extract
 from sslbench.io import atomic_write_json, load_checkpoint
+from sslbench.lock import RunLock
 from sslbench.protocol import Protocol, build_protocol, check_features
 from sslbench.registry import registry
 from sslbench.store import (
@@ -129,7 +131,12 @@ def _feature_array(name: str, a: np.ndarray, path: Path) -> np.ndarray:
         raise SslbenchError(f"{name} in {path} must be 2-D (N, D), got shape {a.shape}")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise SslbenchError(f"{name} in {path} is empty (shape {a.shape})")
-    return np.ascontiguousarray(a, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = np.ascontiguousarray(a, dtype=np.float32)
+    if a.dtype.kind == "f" and a.dtype.itemsize > 4 and np.isinf(x).sum() > np.isinf(a).sum():
+        raise SslbenchError(f"{name} in {path} has values beyond the float32 range (|x| > 3.4e38); "
+                            "rescale the features")
+    return x
 
 
 def _label_array(name: str, y: np.ndarray, rows: int, x_name: str, path: Path) -> np.ndarray:
@@ -141,8 +148,10 @@ def _label_array(name: str, y: np.ndarray, rows: int, x_name: str, path: Path) -
     if y.dtype.kind not in "iu" and not whole:
         raise SslbenchError(f"{name} in {path} must hold integer class labels, got dtype {y.dtype}"
                             + (" with non-integer values" if y.dtype.kind == "f" else ""))
+    if y.size and float(y.max()) >= 2**31:
+        raise SslbenchError(f"{name} in {path} has labels up to {y.max()}; class labels must be 0..C-1")
     y = y.astype(np.int64)
-    if y.min() < 0:
+    if y.size and y.min() < 0:
         raise SslbenchError(f"{name} in {path} has negative labels (min {y.min()}); use 0..C-1")
     return y
 
@@ -178,7 +187,7 @@ def load_features(path: str | Path) -> tuple[FeatureSet, str]:
         z = np.load(path, allow_pickle=False)
     except ValueError as e:
         raise SslbenchError(f"cannot read features file {path}: {str(e).splitlines()[0]}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise SslbenchError(f"cannot read features file {path}: {str(e).splitlines()[0]}") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise SslbenchError(f"{path} holds a single array; sslbench needs an .npz (numpy.savez) with "
@@ -200,7 +209,7 @@ def load_features(path: str | Path) -> tuple[FeatureSet, str]:
                 why = ("it is an object array (pickled Python objects); save numeric arrays"
                        if "pickle" in str(e) or "Object arrays" in str(e) else str(e).splitlines()[0])
                 raise SslbenchError(f"refusing to load array {n} from {path}: {why}") from None
-            except (OSError, EOFError, zipfile.BadZipFile) as e:
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
                 raise SslbenchError(f"cannot read array {n} from {path}: {str(e).splitlines()[0]}") from None
     if ("transfer_x" in raw) != ("transfer_y" in raw):
         raise SslbenchError(f"{path} has only one of transfer_x/transfer_y; give both or neither")
@@ -395,8 +404,18 @@ def evaluate(cfg: EvalConfig) -> int:
         The number of protocols that failed with a reported error (0 when all ran).
 
     Raises:
-        SslbenchError: for bad inputs (files, names, arguments), before anything is written.
+        SslbenchError: for bad inputs (files, names, arguments), before anything is written;
+            also when another ``sslbench run``/``eval`` holds the output directory's lock.
     """
+    lock = RunLock(cfg.out)  # taken once the inputs are checked, before the first write
+    try:
+        return _evaluate(cfg, lock)
+    finally:
+        lock.release()
+
+
+def _evaluate(cfg: EvalConfig, lock: RunLock) -> int:
+    """:func:`evaluate`, taking ``lock`` before it writes anything."""
     if (cfg.encoder is None) == (cfg.features is None):
         raise SslbenchError("give exactly one of --encoder or --features")
     if cfg.features is not None:
@@ -444,6 +463,8 @@ def evaluate(cfg: EvalConfig) -> int:
     if not protocols:
         raise SslbenchError("no protocol to run: every requested protocol needs inputs this evaluation lacks")
 
+    if lock.acquire().taken_over:
+        _log(f"sslbench: {lock.taken_over}")
     rdir = run_dir(out, name, cfg.seed)
     _check_eval_dir(rdir, record)
     todo = [p for p in protocols if not result_is_current(result_path(out, name, cfg.seed, p.name), p, enc_hash)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -33,14 +34,52 @@ from sslbench.protocol import Protocol
 SCHEMA_VERSION = 1
 
 
+#: A name that becomes one path component under ``--out``: no separators, no ``.``/``..``,
+#: no hidden files.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+#: Names taken by sslbench's own entries under ``--out``.
+RESERVED_NAMES = frozenset({"cache", "manifest.json", "report.html", "analysis.md", "analysis.json",
+                            *(f"leaderboard.{ext}" for ext in ("md", "csv", "json", "html"))})
+
+
+def check_path_name(name: object, what: str) -> str:
+    """Check that ``name`` can be one path component under the output directory.
+
+    Args:
+        name: A method, variant or protocol name (from a config file or a plugin).
+        what: What it names, for the message (e.g. ``"variant name"``).
+
+    Returns:
+        ``name``.
+
+    Raises:
+        SslbenchError: for anything but letters, digits, ``.``, ``_``, ``+``, ``-``
+            starting with a letter or digit (so no ``/``, ``..`` or hidden files), or a
+            reserved name.
+    """
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or name in RESERVED_NAMES:
+        raise SslbenchError(
+            f"{what} {name!r} cannot be used: it names a directory under --out, so it must be 1-128 "
+            "letters, digits, '.', '_', '+' or '-', start with a letter or digit, and not be one of "
+            "sslbench's own entries there (cache, manifest.json, leaderboard.*, report.html, analysis.*); rename it"
+        )
+    return name
+
+
 def run_dir(out: Path, method: str, seed: int) -> Path:
-    """Directory of one (method, seed) run."""
-    return out / method / f"seed{seed}"
+    """Directory of one (method, seed) run.
+
+    Raises:
+        SslbenchError: when ``method`` is not a safe path component (see :func:`check_path_name`).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SslbenchError(f"seed must be an integer, got {seed!r}")
+    return out / check_path_name(method, "method name") / f"seed{seed}"
 
 
 def result_path(out: Path, method: str, seed: int, protocol: str) -> Path:
     """Path of the result JSON of one run x protocol."""
-    return run_dir(out, method, seed) / "results" / f"{protocol}.json"
+    return run_dir(out, method, seed) / "results" / f"{check_path_name(protocol, 'protocol name')}.json"
 
 
 @lru_cache(maxsize=1)

@@ -181,11 +181,15 @@ def load_fashion_mnist(data_root: str | None = None) -> ImageData:
         if files:
             return _image_data(files)
         attempts.append(f"{origin} {root}: {note}")
-        log.warning("Fashion-MNIST not found under %s %s (%s); trying other places", origin, root, note)
+
+    def use(files: dict[str, Path]) -> ImageData:
+        if root is not None:  # the user pointed elsewhere: say that another copy was used
+            log.warning("Fashion-MNIST not found under %s %s; using %s", origin, root, next(iter(files.values())).parent)
+        return _image_data(files)
 
     files, note = _search(DEBIAN_DIR)
     if files:
-        return _image_data(files)
+        return use(files)
     if not DEBIAN_DIR.is_dir():
         note = f"{DEBIAN_DIR} does not exist (package not installed)"
     attempts.append(f"Debian package: {note}")
@@ -193,7 +197,7 @@ def load_fashion_mnist(data_root: str | None = None) -> ImageData:
     cache = cache_dir()
     files, note = _search(cache)
     if files:
-        return _image_data(files)
+        return use(files)
     if not downloads_enabled():
         attempts.append(f"download: cache {cache} is empty and downloads are disabled by ${NO_DOWNLOAD_ENV}")
     else:
@@ -201,7 +205,7 @@ def load_fashion_mnist(data_root: str | None = None) -> ImageData:
             raw = download_fashion_mnist(cache)
             found = _files_in(raw)
             if len(found) == len(FILES):
-                return _image_data(found)
+                return _image_data(found)  # downloaded because nothing else was found
             attempts.append(f"download: torchvision finished but {raw} lacks the idx files")
         except Exception as e:  # noqa: BLE001 - any network or mirror failure falls through
             attempts.append(f"download into {cache} failed: {one_line(e)}")

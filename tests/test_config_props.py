@@ -1,0 +1,130 @@
+"""Property-based: any config file gives a valid RunConfig or an SslbenchError, never another exception."""
+
+import dataclasses
+import math
+import string
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sslbench.config import RunConfig, load_toml
+from sslbench.errors import SslbenchError
+from sslbench.method import TrainConfig
+from sslbench.registry import registry
+
+RUN_KEYS = [f.name for f in dataclasses.fields(RunConfig)]
+TRAIN_KEYS = [f.name for f in dataclasses.fields(TrainConfig)]
+PROTOCOLS = ["knn", "linear", "collapse", "knnn"]
+VARIANT_KEYS = ["base", "summary", "loss"]
+LOSS_KEYS = ["cov_coeff", "var_coeff", "sim_coeff", "lambd", "temperature", "std_target"]
+NAMES = ["simsiam", "vicreg", "vicreg_mod", "byol", "smoke", "quick", "digits", "convnet", "knn", "cpu", "../x", "a/b",
+         ".", "..", "cache", "ok_name.v2"]
+
+
+def _toml_str(s: str) -> str:
+    out = []
+    for ch in s:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
+    if isinstance(v, str):
+        return _toml_str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return "{" + ", ".join(f"{_toml_str(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+
+
+def to_toml(doc: dict) -> str:
+    """Serialise a dict as TOML: one ``"key" = value`` line per top-level key, inline tables below."""
+    return "".join(f"{_toml_str(k)} = {_toml_value(v)}\n" for k, v in doc.items())
+
+
+scalars = st.one_of(
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.integers(min_value=-3, max_value=40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(NAMES),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _table(keys: list[str]) -> st.SearchStrategy:
+    return st.dictionaries(st.sampled_from(keys) | st.text(max_size=8), values, max_size=4)
+
+
+variant = st.fixed_dictionaries(
+    {},
+    optional={"base": st.sampled_from(["vicreg", "simsiam", "byol", "nope"]) | values, "summary": values,
+              "loss": st.dictionaries(st.sampled_from(LOSS_KEYS) | st.text(max_size=6), values, max_size=3) | values,
+              "extra": values},
+)
+documents = st.fixed_dictionaries(
+    {},
+    optional={
+        "run": _table(RUN_KEYS) | values,
+        "train": _table(TRAIN_KEYS) | values,
+        "protocols": st.dictionaries(st.sampled_from(PROTOCOLS) | st.text(max_size=6), _table(["k", "temperature"]) | values,
+                                     max_size=2) | values,
+        "variants": st.dictionaries(st.sampled_from(NAMES) | st.text(alphabet=string.printable, max_size=10),
+                                    variant | values, max_size=2) | values,
+        "runn": values,
+    },
+)
+
+
+def _load(path: Path) -> None:
+    """load_toml then resolved(): each either succeeds or raises SslbenchError; the registry is restored."""
+    methods = registry("methods")
+    entries, sources = dict(methods._entries), dict(methods._sources)
+    try:
+        cfg = load_toml(path)
+        assert isinstance(cfg, RunConfig)
+        resolved = cfg.resolved()
+        assert isinstance(resolved.dataset, str) and isinstance(resolved.width, int) and resolved.seeds
+    except SslbenchError as e:
+        assert str(e)
+    finally:
+        methods._entries, methods._sources = entries, sources
+
+
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=documents)
+def test_any_document_gives_a_config_or_an_sslbench_error(tmp_path, doc):
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(doc), encoding="utf-8")
+    _load(path)
+
+
+@settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=200) | st.text(alphabet=string.printable + "é[]=\"'{}", max_size=200).map(str.encode))
+def test_any_bytes_give_a_config_or_an_sslbench_error(tmp_path, raw):
+    path = tmp_path / "c.toml"
+    path.write_bytes(raw)
+    _load(path)
+
+
+def test_the_serialiser_round_trips():
+    import tomllib
+
+    doc = {"run": {"seeds": [0, 1], "out": 'a"b\\c\x01'}, "variants": {"../x": {"loss": {"cov_coeff": 2.0}}}}
+    assert tomllib.loads(to_toml(doc)) == doc

@@ -1,0 +1,112 @@
+"""Property-based: any features file gives checked features or an SslbenchError, never another exception."""
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from sslbench.errors import SslbenchError
+from sslbench.evaluate import OPTIONAL_ARRAYS, REQUIRED_ARRAYS, load_features
+
+DTYPES = [np.float32, np.float64, np.float16, np.int64, np.int32, np.uint8, np.uint64, np.bool_, np.complex64]
+NAMES = list(REQUIRED_ARRAYS + OPTIONAL_ARRAYS) + ["X_train"]
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")  # an overflowing cast is a bug too
+SETTINGS = settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _array(dtype, shape) -> st.SearchStrategy:
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        elements = st.floats(allow_nan=True, allow_infinity=True, width=min(64, dtype.itemsize * 8))
+    elif dtype.kind == "c":
+        elements = st.complex_numbers(allow_nan=True, allow_infinity=True, width=64)
+    elif dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        elements = st.integers(int(info.min), int(info.max)) | st.integers(max(-2, int(info.min)), 5)
+    else:
+        elements = None
+    return hnp.arrays(dtype, shape, elements=elements)
+
+
+@st.composite
+def consistent(draw) -> dict[str, np.ndarray]:
+    """A mostly well-formed set of arrays (so the checks past the first one are reached too)."""
+    n, m, d = draw(st.integers(0, 6)), draw(st.integers(0, 6)), draw(st.integers(0, 4))
+    fdt = draw(st.sampled_from(DTYPES))
+    ldt = draw(st.sampled_from(DTYPES))
+    arrays = {
+        "train_x": draw(_array(fdt, (n, d))),
+        "train_y": draw(_array(ldt, (n,))),
+        "test_x": draw(_array(fdt, (m, d))),
+        "test_y": draw(_array(ldt, (m,))),
+    }
+    if draw(st.booleans()):
+        t = draw(st.integers(0, 4))
+        arrays["transfer_x"] = draw(_array(fdt, (t, draw(st.sampled_from([d, d + 1])))))
+        arrays["transfer_y"] = draw(_array(ldt, (draw(st.sampled_from([t, t + 1])),)))
+    if draw(st.booleans()):
+        z = draw(st.integers(0, 3))
+        arrays["train_z"] = draw(_array(fdt, (n, z)))
+        arrays["test_z"] = draw(_array(fdt, (draw(st.sampled_from([m, 0])), z)))
+    for name in draw(st.lists(st.sampled_from(NAMES), max_size=2)):  # drop or reshape one
+        if draw(st.booleans()):
+            arrays.pop(name, None)
+        else:
+            arrays[name] = draw(_array(draw(st.sampled_from(DTYPES)), hnp.array_shapes(min_dims=0, max_dims=3, max_side=4)))
+    return arrays
+
+
+def _check_valid(fs) -> None:
+    for split in ("train", "test"):
+        x, y = getattr(fs, f"{split}_x"), getattr(fs, f"{split}_y")
+        assert x.dtype == np.float32 and x.ndim == 2 and np.isfinite(x).all() and len(x) > 0
+        assert y.dtype == np.int64 and y.shape == (len(x),) and (y >= 0).all()
+    assert fs.train_x.shape[1] == fs.test_x.shape[1]
+
+
+@SETTINGS
+@given(arrays=consistent(), compressed=st.booleans())
+def test_any_arrays_give_features_or_an_sslbench_error(tmp_path, arrays, compressed):
+    path = tmp_path / "f.npz"
+    (np.savez_compressed if compressed else np.savez)(path, **arrays)
+    try:
+        fs, fp = load_features(path)
+    except SslbenchError as e:
+        assert str(e)
+        return
+    _check_valid(fs)
+    assert len(fp) == 64
+
+
+@SETTINGS
+@given(cut=st.floats(0, 1), flip=st.integers(0, 10_000), compressed=st.booleans())
+def test_damaged_files_give_an_sslbench_error(tmp_path, cut, flip, compressed):
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    (np.savez_compressed if compressed else np.savez)(
+        buf, train_x=rng.normal(size=(30, 3)).astype(np.float32), train_y=np.arange(30) % 3,
+        test_x=rng.normal(size=(9, 3)).astype(np.float32), test_y=np.arange(9) % 3)
+    data = bytearray(buf.getvalue()[: max(1, int(len(buf.getvalue()) * cut))])
+    data[flip % len(data)] ^= 0xFF
+    path = tmp_path / "f.npz"
+    path.write_bytes(bytes(data))
+    try:
+        fs, _ = load_features(path)
+    except SslbenchError as e:
+        assert str(e)
+        return
+    _check_valid(fs)  # a flipped byte in padding or a CRC-less field may still load: then it is valid
+
+
+def test_a_zip_without_npy_members_is_an_sslbench_error(tmp_path):
+    path = tmp_path / "f.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("train_x.npy", b"not an npy")
+    try:
+        load_features(path)
+    except SslbenchError as e:
+        assert "train_x" in str(e) or str(path) in str(e)

@@ -1,0 +1,108 @@
+"""Training resumed from a checkpoint is bitwise the uninterrupted run, for every base method.
+
+In-process and fast: the kill is a raised exception at the ``after_step`` fault
+point (the subprocess SIGKILL tests are in ``test_reliability_crash.py``). What
+must survive a restart is in the checkpoint: weights (target networks included),
+optimiser state, the data-order/augmentation generator and torch's global RNG.
+"""
+
+import json
+from functools import lru_cache
+
+import pytest
+import torch
+
+import sslbench.train as train_mod
+from sslbench.augment import TwoViews
+from sslbench.backbones import build_backbone
+from sslbench.data import load_dataset
+from sslbench.errors import SslbenchError
+from sslbench.io import save_checkpoint
+from sslbench.registry import registry
+from sslbench.train import CHECKPOINT, METRICS, pretrain
+
+TIMING_KEYS = {"epoch_s", "images_per_s", "data_share"}
+
+
+class _Killed(Exception):
+    pass
+
+
+@lru_cache(maxsize=1)
+def _digits():
+    return load_dataset("digits")
+
+
+def _train(name: str, rdir, width: int = 8) -> torch.nn.Module:
+    data = _digits()
+    method = registry("methods").get(name)
+    cfg, heads = method.resolve("smoke", {"epochs": 2})
+    torch.manual_seed(0)  # as the runner does before building the model
+    model = method.build(build_backbone("convnet", data.channels, width), heads, method.loss)
+    pretrain(model, data, TwoViews(*method.views, mean=data.mean, std=data.std), cfg, rdir, seed=0)
+    return model
+
+
+@pytest.mark.parametrize("name", ["simsiam", "byol", "barlow_twins", "vicreg", "simclr"])
+def test_resume_mid_epoch_is_bitwise_identical(tmp_path, monkeypatch, name):
+    full = _train(name, tmp_path / "full")
+
+    def kill(point: str) -> None:
+        if point == "after_step:15":  # epoch 2 of 2 (11 steps per epoch): epoch 1 is checkpointed
+            raise _Killed(point)
+
+    monkeypatch.setattr(train_mod, "maybe_fault", kill)
+    with pytest.raises(_Killed):
+        _train(name, tmp_path / "killed")
+    monkeypatch.undo()
+    torch.manual_seed(1234)  # a new process: the global RNG starts elsewhere
+    resumed = _train(name, tmp_path / "killed")
+
+    a, b = full.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    rows = [[json.loads(ln) for ln in (tmp_path / d / METRICS).read_text().splitlines()] for d in ("full", "killed")]
+    assert [r["epoch"] for r in rows[1]] == [1, 2]
+    for x, y in zip(*rows):
+        assert {k: v for k, v in x.items() if k not in TIMING_KEYS} == {k: v for k, v in y.items() if k not in TIMING_KEYS}
+
+
+def test_checkpoint_of_another_architecture_is_refused_with_advice(tmp_path):
+    _train("vicreg", tmp_path, width=8)
+    with pytest.raises(SslbenchError, match=r"does not fit this run .*delete it to retrain, or use another --out"):
+        _train("vicreg", tmp_path, width=4)
+
+
+def test_checkpoint_missing_an_entry_is_refused(tmp_path):
+    _train("vicreg", tmp_path)
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    del state["generator"]
+    save_checkpoint(tmp_path / CHECKPOINT, {**state, "epoch": 1})
+    with pytest.raises(SslbenchError, match=r"does not fit this run \(no 'generator' entry\)"):
+        _train("vicreg", tmp_path)
+
+
+def test_kill_between_the_log_line_and_the_checkpoint_rename(tmp_path, monkeypatch):
+    """Epoch 2's log line is written, its checkpoint is not: the resume drops the line and redoes the epoch."""
+    import sslbench.io as io_mod
+
+    full = _train("vicreg", tmp_path / "full")
+    writes = []
+
+    def kill(point: str) -> None:
+        if point == "before_rename:checkpoint.pt":
+            writes.append(point)
+            if len(writes) == 2:
+                raise _Killed(point)
+
+    monkeypatch.setattr(io_mod, "maybe_fault", kill)
+    with pytest.raises(_Killed):
+        _train("vicreg", tmp_path / "killed")
+    monkeypatch.undo()
+    log = tmp_path / "killed" / METRICS
+    assert [json.loads(ln)["epoch"] for ln in log.read_text().splitlines()] == [1, 2]
+    assert torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=True)["epoch"] == 1
+    assert not list((tmp_path / "killed").glob("*.tmp"))
+    resumed = _train("vicreg", tmp_path / "killed")
+    assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in full.state_dict().items())
+    assert [json.loads(ln)["epoch"] for ln in log.read_text().splitlines()] == [1, 2]
