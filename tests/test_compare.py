@@ -1,0 +1,197 @@
+"""``sslbench compare``: the regression rule, labels, missing metrics, every kind of input, exit codes."""
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+from lb_factory import BASE_SCORES, make_result, sweep, write_results
+
+from sslbench import compare, leaderboard
+from sslbench.cli import main
+from sslbench.compare import Entry, Summary
+from sslbench.errors import SslbenchError
+from sslbench.testing import assert_no_regression
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def side(**entries: Entry) -> Summary:
+    return Summary("test", {("m", k.replace("__", ".")): e for k, e in entries.items()})
+
+
+def verdict(b: Entry, c: Entry, **kw) -> compare.Row:
+    (row,) = compare.compare(side(knn__top1=b), side(knn__top1=c), **kw).rows
+    return row
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    "base, cur, direction, expected, allowed",
+    [
+        (0.80, 0.795, "higher", "ok", 0.01),          # a drop within abs_tol
+        (0.80, 0.785, "higher", "REGRESSION", 0.01),  # a drop past abs_tol
+        (0.80, 0.815, "higher", "improved", 0.01),
+        (0.20, 0.215, "lower", "REGRESSION", 0.01),   # lower is better: a rise is a drop
+        (0.20, 0.185, "lower", "improved", 0.01),
+    ],
+)
+def test_drop_against_abs_tol_in_the_declared_direction(base, cur, direction, expected, allowed):
+    row = verdict(Entry(base, NAN, direction, 1), Entry(cur, NAN, direction, 1))
+    assert row.verdict == expected and row.allowed == pytest.approx(allowed)
+    assert row.delta == pytest.approx(cur - base)
+
+
+def test_combined_ci_widens_the_allowance():
+    b, c = Entry(0.80, 0.03, "higher", 3), Entry(0.76, 0.04, "higher", 3)
+    row = verdict(b, c)
+    assert row.allowed == pytest.approx(0.05) and row.verdict == "ok"  # sqrt(0.03^2 + 0.04^2)
+    assert verdict(b, c, ci_mult=0.5).verdict == "REGRESSION"
+    assert verdict(Entry(0.8, 0.03, "higher", 3), Entry(0.76, NAN, "higher", 1)).allowed == pytest.approx(0.03)
+
+
+def test_tolerance_rules_absolute_and_relative():
+    rules = compare.parse_tolerances(["knn.*=0.05", "collapse.z_rankme=10%"])
+    assert compare.tolerance("knn.top1", 0.8, 0.01, rules) == 0.05
+    assert compare.tolerance("collapse.z_rankme", 40.0, 0.01, rules) == pytest.approx(4.0)
+    assert compare.tolerance("collapse.rankme", 40.0, 0.01, rules) == pytest.approx(2.0)  # built-in 5%
+    assert compare.tolerance("linear.top1", 0.8, 0.01, rules) == 0.01
+    with pytest.raises(SslbenchError, match="PATTERN=VALUE"):
+        compare.parse_tolerances(["knn.top1"])
+
+
+@pytest.mark.parametrize(
+    "metric, base, cur, expected",
+    [
+        ("collapse.status", "healthy", "healthy", "ok"),
+        ("collapse.status", "healthy", "dimensional", "REGRESSION"),
+        ("collapse.status", "dimensional", "complete", "REGRESSION"),
+        ("collapse.status", "complete", "healthy", "improved"),
+        ("collapse.status", "dimensional/healthy", "dimensional", "ok"),  # seeds disagree: the worst counts
+        ("train.status", "finished", "collapsed", "REGRESSION"),
+        ("train.status", "finished", "diverged", "REGRESSION"),
+        ("train.status", "not_trained", "not_trained", "ok"),
+        ("collapse.status", "healthy", "weird", "REGRESSION"),  # no known order: any change fails
+    ],
+)
+def test_labels(metric, base, cur, expected):
+    b = Summary("b", {("m", metric): Entry(base, NAN, "label", 1)})
+    c = Summary("c", {("m", metric): Entry(cur, NAN, "label", 1)})
+    assert compare.compare(b, c).rows[0].verdict == expected
+
+
+def test_missing_on_either_side_fails():
+    b = side(knn__top1=Entry(0.8, NAN, "higher", 1), linear__top1=Entry(0.8, NAN, "higher", 1))
+    c = side(knn__top1=Entry(0.8, NAN, "higher", 1), few_shot__acc=Entry(0.5, NAN, "higher", 1))
+    result = compare.compare(b, c)
+    verdicts = {r.metric: r.verdict for r in result.rows}
+    assert verdicts == {"knn.top1": "ok", "linear.top1": "missing", "few_shot.acc": "missing"}
+    assert not result.passed and "2 missing" in result.summary_line()
+
+
+def test_diverged_run_reads_as_regression_and_missing(tmp_path):
+    base = sweep(BASE_SCORES)
+    cur = [r for r in copy.deepcopy(base) if r["method"] != "simsiam"]
+    cur += [make_result("simsiam", s, p, {}, status="diverged") for s in (0, 1) for p in ("knn", "linear", "collapse")]
+    result = compare.compare(compare.summary_from_results(base, "b"), compare.summary_from_results(cur, "c"))
+    bad = {(r.metric, r.verdict) for r in result.failures if r.method == "simsiam"}
+    assert ("train.status", "REGRESSION") in bad and ("knn.top1", "missing") in bad
+    assert all(r.verdict == "ok" for r in result.rows if r.method != "simsiam")
+
+
+def test_every_kind_of_input_gives_the_same_summary(tmp_path):
+    results = sweep(BASE_SCORES)
+    run = write_results(tmp_path / "run", results)
+    table, notes = leaderboard.build(results)
+    leaderboard.write(table, notes, tmp_path / "lb")
+    from_dir, from_file = compare.load(run), compare.load(tmp_path / "lb" / "leaderboard.json")
+    from_lb_dir = compare.load(tmp_path / "lb")
+    assert from_dir.entries.keys() == from_file.entries.keys() == from_lb_dir.entries.keys()
+    for k, e in from_dir.entries.items():
+        f = from_file.entries[k]
+        assert e.direction == f.direction and (e.value == f.value or e.value == pytest.approx(f.value, abs=1e-9))
+    single = compare.load(run / "vicreg" / "seed0" / "results" / "knn.json")
+    assert single.entries[("vicreg", "knn.top1")].value == 0.80 and single.entries[("vicreg", "knn.top1")].n_seeds == 1
+
+
+def test_cli_exit_codes_table_and_json(tmp_path, capsys):
+    base = write_results(tmp_path / "base", sweep(BASE_SCORES))
+    assert main(["compare", str(base), str(base)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["method", "metric", "baseline", "current", "delta", "allowed", "verdict"]
+    assert "PASS: 28 compared, 28 ok, 0 improved, 0 REGRESSION, 0 missing" in out
+    worse = copy.deepcopy(BASE_SCORES)
+    for seed in (0, 1):
+        worse["simsiam"][seed]["knn"] -= 0.2  # past the combined CI of two seeds (0.127)
+    cur = write_results(tmp_path / "cur", sweep(worse))
+    assert main(["compare", str(base), str(cur), "--json", str(tmp_path / "cmp.json")]) == 1
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("simsiam") and " knn.top1 " in ln)
+    assert line.split()[-1] == "REGRESSION" and "FAIL:" in out
+    doc = json.loads((tmp_path / "cmp.json").read_text())
+    assert doc["passed"] is False and doc["counts"]["REGRESSION"] >= 1
+    row = next(r for r in doc["rows"] if r["method"] == "simsiam" and r["metric"] == "knn.top1")
+    assert row["verdict"] == "REGRESSION" and row["delta"] == pytest.approx(-0.2)
+    assert main(["compare", str(base), str(cur), "--metrics", "linear,collapse.status"]) == 0
+    capsys.readouterr()
+
+
+def test_metrics_selection():
+    keys = [("m", "knn.top1"), ("m", "knn.top1_k1"), ("m", "linear.top1"), ("m", "collapse.z_rankme")]
+    assert compare.select_metrics(keys, ["main"], {"knn.top1", "linear.top1"}) == keys[0:1] + keys[2:3]
+    assert compare.select_metrics(keys, ["knn"], set()) == keys[:2]
+    assert compare.select_metrics(keys, ["collapse.*rankme"], set()) == keys[3:]
+    with pytest.raises(SslbenchError, match="did you mean 'knn.top1'"):
+        compare.select_metrics(keys, ["knn.tpo1"], set())
+
+
+@pytest.mark.parametrize("bad", ["missing_dir", "not_json", "v1", "other_json"])
+def test_unusable_input_exits_2(tmp_path, capsys, bad):
+    base = write_results(tmp_path / "base", sweep(BASE_SCORES))
+    paths = {"missing_dir": tmp_path / "nope", "not_json": tmp_path / "x.json", "v1": tmp_path / "v1.json",
+             "other_json": tmp_path / "o.json"}
+    paths["not_json"].write_text("{not json")
+    paths["v1"].write_text(json.dumps({"schema_version": 1, "rows": [], "notes": []}))
+    paths["other_json"].write_text(json.dumps({"hello": 1}))
+    assert main(["compare", str(base), str(paths[bad])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sslbench: error:") and len(err.strip().splitlines()) == 1
+    if bad == "v1":
+        assert "rebuild it with `sslbench leaderboard" in err
+
+
+def test_protocol_version_change_is_warned(tmp_path):
+    base = sweep(BASE_SCORES)
+    cur = copy.deepcopy(base)
+    for r in cur:
+        if r["protocol"]["name"] == "knn":
+            r["protocol"]["version"] = "2"
+    result = compare.compare(compare.summary_from_results(base, "b"), compare.summary_from_results(cur, "c"))
+    assert result.passed and any("knn: protocol version 1 in the baseline, 2 now" in w for w in result.warnings)
+    assert "WARNING: knn: protocol version" in result.format_table()
+
+
+def test_assert_no_regression_raises_with_the_table(tmp_path):
+    base = write_results(tmp_path / "base", sweep(BASE_SCORES))
+    assert assert_no_regression(base, base).passed
+    worse = copy.deepcopy(BASE_SCORES)
+    worse["vicreg"][1]["linear"] = 0.5
+    cur = write_results(tmp_path / "cur", sweep(worse))
+    with pytest.raises(AssertionError, match=r"vicreg\s+linear.top1\s+0.8550 ± [0-9.]+\s+0.6750 ± [0-9.]+\s+-0.1800"):
+        assert_no_regression(base, cur, ci_mult=0.0)
+    assert_no_regression(base, cur, ci_mult=1.0)  # two seeds this far apart: a CI wider than the drop
+
+
+def test_committed_smoke_reference_is_readable_and_covers_every_trained_method():
+    ref = compare.load(ROOT / "baselines" / "reference" / "smoke")
+    methods = set(ref.methods())
+    assert {"simsiam", "vicreg_mod", "vicreg", "byol", "barlow_twins", "simclr", "random_init", "raw_pixels"} <= methods
+    from sslbench.registry import registry
+
+    reg = registry("methods")
+    trained = {n for n in reg.names() if reg.source(n) == "builtin" and reg.get(n).encoder == "trained"}
+    assert trained <= methods, f"the smoke reference lacks {sorted(trained - methods)}: run baselines/reference/smoke.sh update"
+    assert all(math.isfinite(e.value) for e in ref.entries.values() if e.direction != "label")

@@ -1,0 +1,87 @@
+"""``sslbench report``: one self-contained HTML file with embedded PNGs; it renders in headless Chromium."""
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from lb_factory import BASE_SCORES, sweep, write_results
+
+from sslbench.cli import main
+from sslbench.report import build_report, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A run directory with results, curves for both methods and a spectrum for vicreg only."""
+    out = write_results(tmp_path / "run", sweep(BASE_SCORES, collapse_status={"simsiam": "dimensional"},
+                                                train_status={"simsiam": "collapsed"}))
+    for method, terms in (("vicreg", ("invariance", "variance", "covariance")), ("simsiam", ("negative_cosine",))):
+        for seed in (0, 1):
+            lines = []
+            for epoch in (1, 2, 3):
+                row = {"epoch": epoch, "step": 10 * epoch, "lr": 0.1, "loss": 3.0 / epoch, "std_l2": 0.05 + 0.01 * epoch,
+                       "std_l2_ref": 0.088, "probe_rankme": 10.0 * epoch, "probe_std_l2": 0.04, "probe_status": "healthy",
+                       "images_per_s": 1000.0, "data_share": 0.1, "epoch_s": 1.0}
+                row.update({t: 1.0 / epoch + seed for t in terms})
+                lines.append(json.dumps(row))
+            (out / method / f"seed{seed}" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    s = np.sort(np.random.default_rng(0).gamma(1.0, size=64))[::-1]
+    np.savez(out / "vicreg" / "seed0" / "results" / "collapse.artifacts.npz", spectrum_backbone=s, spectrum_projector=s[:32])
+    return out
+
+
+def _images(page: str) -> list[bytes]:
+    return [base64.b64decode(b) for b in re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+
+
+def test_report_is_self_contained_with_every_section(run_dir):
+    page = build_report([run_dir])
+    images = _images(page)
+    # 3 bar charts (one per main metric) + 1 spectrum chart + 2 training-curve charts
+    assert len(images) == 6 and all(img.startswith(PNG_MAGIC) and len(img) > 5000 for img in images)
+    assert page.count("<img") == len(images)  # every image is embedded
+    assert not re.search(r"(src|href)=\"(?!data:)", page), "a resource outside the file"
+    assert "http://" not in page and "https://" not in page and "<link" not in page and "<script" not in page
+    for section in ("Collapse and training outcome", "Leaderboard", "Main metrics", "Singular-value spectrum", "Training curves"):
+        assert f"<h2>{section}</h2>" in page
+    assert "no spectrum recorded for: simsiam, raw_pixels, random_init" in page
+    assert 'class="badge b1">dimensional' in page and 'class="badge b1">collapsed' in page
+    assert 'class="badge b0">healthy' in page and "<table" in page
+
+
+def test_cli_writes_the_report(run_dir, capsys):
+    assert main(["report", str(run_dir)]) == 0
+    assert capsys.readouterr().out.strip() == str(run_dir / "report.html")
+    assert (run_dir / "report.html").read_text().startswith("<!DOCTYPE html>")
+    assert main(["report", str(run_dir / "nope")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    from PIL import Image
+
+    page = write_report([run_dir], tmp_path / "report.html")
+    shot = tmp_path / "shot.png"
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
+           "--window-size=1400,3000", f"file://{page}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.exists(), proc.stderr
+    img = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
+    assert img.shape == (3000, 1400)
+    # a rendered page, not a blank one: many non-white pixels, spread over the page
+    dark = img < 200
+    assert dark.mean() > 0.02, f"only {dark.mean():.3%} non-white pixels"
+    rows_with_ink = dark.any(axis=1).mean()
+    assert rows_with_ink > 0.3, f"ink on only {rows_with_ink:.0%} of the rows"
