@@ -285,7 +285,7 @@ def mean_ci95(acc: np.ndarray) -> tuple[float, float]:
 
 def l2_rows(x: np.ndarray) -> torch.Tensor:
     """Row-wise l2-normalised float32 tensor (zero rows stay zero)."""
-    return F.normalize(torch.as_tensor(np.asarray(x, dtype=np.float32)), dim=1)
+    return F.normalize(torch.from_numpy(np.array(x, dtype=np.float32)), dim=1)
 
 
 #: Suffix of the per-run 95% half-widths. Not ``_ci95``: the leaderboard already

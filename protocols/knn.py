@@ -88,26 +88,62 @@ def neighbors(
         ``(sims, idx)``, both ``(N_test, min(k, N_train))``, sorted by decreasing
         similarity; ``idx`` indexes ``train_x``.
     """
-    if metric == "cosine":
-        train_n, test_n = l2_normalize(train_x), l2_normalize(test_x)
-    else:
-        train_n = np.ascontiguousarray(train_x, dtype=np.float32)
-        test_n = np.ascontiguousarray(test_x, dtype=np.float32)
-    k = min(int(k), train_n.shape[0])
-    nlist = max(1, min(nlist, train_n.shape[0] // 39))
-    idx_obj = _index(train_n.shape[1], metric, index, nlist, device)
+    test_n = _prepare(test_x, metric)
+    n, dim = train_x.shape
+    k = min(int(k), n)
+    if index == "flat" and n * dim * 4 > SHARD_BYTES:
+        return _sharded_flat(train_x, test_n, k, metric, device)
+    train_n = _prepare(train_x, metric)
+    nlist = max(1, min(nlist, n // 39))
+    idx_obj = _index(dim, metric, index, nlist, device)
     if index == "ivf":
         rng = np.random.default_rng(seed)
-        n_fit = min(len(train_n), 256 * nlist)
-        idx_obj.train(train_n[np.sort(rng.choice(len(train_n), n_fit, replace=False))])
+        n_fit = min(n, 256 * nlist)
+        idx_obj.train(train_n[np.sort(rng.choice(n, n_fit, replace=False))])
         faiss.extract_index_ivf(idx_obj).nprobe = nprobe
     idx_obj.add(train_n)
+    return _search(idx_obj, test_n, k, metric)
+
+
+def _prepare(x: np.ndarray, metric: str) -> np.ndarray:
+    """Rows as faiss wants them: l2-normalised for cosine, else contiguous float32."""
+    return l2_normalize(x) if metric == "cosine" else np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _search(index: faiss.Index, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Search in query chunks; similarities are cosines, or minus squared distances for l2."""
     sims, idx = [], []
-    for lo in range(0, len(test_n), QUERY_CHUNK):
-        s, i = idx_obj.search(test_n[lo : lo + QUERY_CHUNK], k)
+    for lo in range(0, len(queries), QUERY_CHUNK):
+        s, i = index.search(queries[lo : lo + QUERY_CHUNK], k)
         sims.append(s if metric == "cosine" else -s)  # IndexFlatL2 returns squared distances
         idx.append(i)
     return np.concatenate(sims), np.concatenate(idx)
+
+
+#: Train matrices larger than this (float32 bytes) are searched exactly in shards of this size,
+#: so memory holds one shard rather than a normalised copy of the whole matrix plus faiss' copy.
+SHARD_BYTES = 2**28
+
+
+def _sharded_flat(
+    train_x: np.ndarray, test_n: np.ndarray, k: int, metric: str, device: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k over train shards merged with a faiss ``ResultHeap`` (ties at rank k may reorder)."""
+    n, dim = train_x.shape
+    rows = max(k, SHARD_BYTES // (4 * dim))
+    heap = faiss.ResultHeap(len(test_n), k, keep_max=True)
+    for lo in range(0, n, rows):
+        shard = _prepare(train_x[lo : lo + rows], metric)
+        index = _index(dim, metric, "flat", 1, device)
+        index.add(shard)
+        s, i = _search(index, test_n, min(k, len(shard)), metric)
+        if s.shape[1] < k:  # a short last shard: pad with never-chosen entries
+            pad = k - s.shape[1]
+            s = np.hstack([s, np.full((len(s), pad), -np.inf, dtype=np.float32)])
+            i = np.hstack([i, np.full((len(i), pad), -1, dtype=np.int64)])
+        heap.add_result(np.ascontiguousarray(s, dtype=np.float32), np.ascontiguousarray(i + lo, dtype=np.int64))
+    heap.finalize()
+    return heap.D, heap.I
 
 
 def cosine_neighbors(train_x: np.ndarray, test_x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -159,7 +159,7 @@ class LowShot(Protocol):
         test_y = torch.from_numpy(np.where(classes[pos] == features.test_y, pos, -1).astype(np.int64))
         acc = np.empty((self.draws, len(ks)))
         with single_thread():  # small problems: threads would only add synchronisation
-            test_x = F.normalize(torch.as_tensor(np.asarray(features.test_x, dtype=np.float32)), dim=1)
+            test_x = F.normalize(torch.from_numpy(np.array(features.test_x, dtype=np.float32)), dim=1)
             for d in range(self.draws):
                 for j, k in enumerate(ks):
                     idx = rows[d, :, :k].ravel()

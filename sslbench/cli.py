@@ -1,4 +1,4 @@
-"""Command line: ``sslbench run | eval | ls | leaderboard``.
+"""Command line: ``sslbench run | eval | ls | leaderboard | compare | report | analyze``.
 
 Errors caused by input print one line and exit 2 (``--debug`` shows the traceback).
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
 from pathlib import Path
 
@@ -37,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", help="smoke | quick (default) | standard | cifar10")
     r.add_argument("--epochs", type=int, help="pretraining epochs (default: the preset's)")
     r.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default 0)")
-    r.add_argument("--protocols", type=_csv, help="comma-separated protocols (default knn,linear,few_shot,low_shot,collapse)")
+    r.add_argument("--protocols", type=_csv,
+                   help="comma-separated protocols (default knn,linear,few_shot,few_shot_transfer,low_shot,collapse)")
+    r.add_argument("--transfer", help="dataset of few_shot_transfer (default: the preset's; '' for none)")
     r.add_argument("--out", help="output directory (default runs)")
     r.add_argument("--device", help="cpu (default) or cuda")
     r.add_argument("--config", help="TOML config file (preset < file < flags)")
@@ -61,7 +64,21 @@ def _parser() -> argparse.ArgumentParser:
 
     lb = sub.add_parser("leaderboard", help="rebuild the leaderboard from run directories")
     lb.add_argument("dirs", nargs="+", help="run directories (--out of earlier runs)")
-    lb.add_argument("--write", help="also write leaderboard.{md,csv,json} into this directory")
+    lb.add_argument("--format", default="md", help="what to print: md (default) | csv | json | html")
+    lb.add_argument("--write", help="also write leaderboard.{md,csv,json,html} into this directory")
+
+    from sslbench import compare
+
+    cmp = sub.add_parser("compare", help="regression gate: compare CURRENT against BASELINE (exit 0 pass, 1 regression)")
+    compare.add_arguments(cmp)
+
+    rep = sub.add_parser("report", help="write one self-contained HTML report (tables, charts, spectra, curves)")
+    rep.add_argument("dirs", nargs="+", help="run directories (--out of earlier runs)")
+    rep.add_argument("--out", help="HTML file to write (default DIR/report.html)")
+
+    an = sub.add_parser("analyze", help="variant effects vs seed noise, collapse epochs, label-free vs labelled")
+    an.add_argument("dirs", nargs="+", help="run directories (--out of earlier runs)")
+    an.add_argument("--write", help="also write analysis.{md,json} into this directory")
     return ap
 
 
@@ -81,6 +98,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "epochs": args.epochs,
         "seeds": args.seeds,
         "protocols": args.protocols,
+        "transfer": args.transfer,
         "out": args.out,
         "device": args.device,
     }
@@ -116,35 +134,63 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from sslbench import leaderboard
-    from sslbench.store import find_results
 
-    results = []
-    for d in args.dirs:
-        path = Path(d)
-        if not path.is_dir():
-            raise SslbenchError(f"{d} is not a directory")
-        found = find_results(path)
-        if not found:
-            raise SslbenchError(f"no results under {d} (expected <method>/seed<k>/results/*.json)")
-        results += found
-    table, notes = leaderboard.build(results)
+    if args.format not in leaderboard.FORMATS:
+        raise did_you_mean(args.format, leaderboard.FORMATS, "leaderboard format")
+    table, notes = leaderboard.build(leaderboard.load_results(args.dirs))
     if args.write:
-        print(leaderboard.write(table, notes, Path(args.write)))
-    else:
-        print(leaderboard.to_markdown(table, notes))
+        leaderboard.write(table, notes, Path(args.write))
+    print(leaderboard.render(table, notes, args.format), end="")
     return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from sslbench import compare
+
+    return compare.run_cli(args)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from sslbench import analysis
+
+    dirs = [Path(d) for d in args.dirs]
+    for d in dirs:
+        if not d.is_dir():
+            raise SslbenchError(f"{d} is not a directory")
+    tables = analysis.analyze(dirs)
+    print(analysis.write(tables, Path(args.write)) if args.write else analysis.to_markdown(tables), end="")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from sslbench.report import write_report
+
+    print(write_report(args.dirs, args.out))
+    return 0
+
+
+#: OS errors that are the environment's (full disk, permissions), reported in one line like input errors.
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR})
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sslbench`` console script."""
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "eval": _cmd_eval, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard}
+    handlers = {"run": _cmd_run, "eval": _cmd_eval, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard,
+                "compare": _cmd_compare, "report": _cmd_report, "analyze": _cmd_analyze}
     try:
         return handlers[args.command](args)
     except SslbenchError as e:
         if args.debug:
             raise
-        print(f"sslbench: error: {e}", file=sys.stderr)
+        print(f"sslbench: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if args.debug or e.errno not in _OUTPUT_ERRNOS:
+            raise
+        from sslbench.io import output_error  # a write that bypassed sslbench.io: still one line
+
+        print(f"sslbench: error: {output_error(e.filename or '?', e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sslbench: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -24,10 +24,13 @@ from sslbench.augment import TwoViews
 from sslbench.backbones import build_backbone
 from sslbench.config import RunConfig
 from sslbench.data import load_dataset
+from sslbench.data.transfer import transfer_set
 from sslbench.errors import SslbenchError
 from sslbench.faults import maybe_fault
-from sslbench.features import cached_features
-from sslbench.io import atomic_write_json
+from sslbench.features import Extras, cached_features
+from sslbench.io import OutputError, atomic_write_json, remove_stale_temp_files
+from sslbench.lock import RunLock
+from sslbench.manifest import Manifest
 from sslbench.method import Method, loss_changes
 from sslbench.protocol import Protocol, build_protocol
 from sslbench.registry import registry
@@ -107,8 +110,26 @@ def _encoder(
     return model.backbone, getattr(model, "projector", None), outcome
 
 
-def run_one(method: Method, seed: int, cfg: RunConfig, data: ImageData, protocols: list[Protocol], out: Path) -> None:
-    """Pretrain (if needed), extract features and evaluate every protocol for one run."""
+def run_one(
+    method: Method,
+    seed: int,
+    cfg: RunConfig,
+    data: ImageData,
+    protocols: list[Protocol],
+    out: Path,
+    transfer: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> None:
+    """Pretrain (if needed), extract features and evaluate every protocol for one run.
+
+    Args:
+        method: The method, variant or floor.
+        seed: Seed of the run.
+        cfg: The resolved run configuration.
+        data: The pretraining dataset.
+        protocols: Protocols to evaluate.
+        out: Output directory.
+        transfer: ``(images, labels)`` of the transfer set, matched to ``data``'s images.
+    """
     rdir = run_dir(out, method.name, seed)
     record = run_record(method, seed, cfg)
     _check_run_dir(rdir, record)
@@ -145,8 +166,10 @@ def run_one(method: Method, seed: int, cfg: RunConfig, data: ImageData, protocol
             atomic_write_json(result_path(out, method.name, seed, p.name), doc)
         return
     t0 = time.perf_counter()
+    views = TwoViews(*method.views, mean=data.mean, std=data.std)  # floors get the default recipe
+    extras = Extras(projector=projector, views=views, transfer=transfer, transfer_name=cfg.transfer or "", seed=seed)
     features, enc_hash, hit = cached_features(
-        encoder, data, out / "cache" / "features", cfg.device, f"{method.name}/seed{seed}", projector
+        encoder, data, out / "cache" / "features", cfg.device, f"{method.name}/seed{seed}", extras
     )
     features_s = time.perf_counter() - t0
     _log(f"{method.name}/seed{seed}: features {features.train_x.shape[1]}-d "
@@ -164,6 +187,7 @@ def run_one(method: Method, seed: int, cfg: RunConfig, data: ImageData, protocol
             errors.append(f"{p.name}: {e}")
             continue
         dt = time.perf_counter() - t0
+        maybe_fault(f"before_result:{p.name}")
         doc = {
             **common,
             "protocol": protocol_info(p),
@@ -183,8 +207,16 @@ def run_one(method: Method, seed: int, cfg: RunConfig, data: ImageData, protocol
 def run(cfg: RunConfig) -> int:
     """Run the whole sweep, write and print the leaderboard.
 
+    Rank 0 holds ``<out>/.sslbench.lock`` throughout (:mod:`sslbench.lock`), clears
+    the temp files of writes a kill cut short and appends this invocation to
+    ``<out>/manifest.json`` (:mod:`sslbench.manifest`).
+
     Returns:
         The number of (method, seed) runs that failed with a reported error.
+
+    Raises:
+        SslbenchError: for bad input, or when another run holds the output directory.
+        OutputError: when the output cannot be written (full disk, unwritable ``--out``).
     """
     cfg = cfg.resolved()
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
@@ -192,11 +224,45 @@ def run(cfg: RunConfig) -> int:
     if dist.init_from_env(cfg.device) and cfg.device == "cuda":
         cfg = dataclasses.replace(cfg, device=f"cuda:{dist.local_rank()}")
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if not dist.is_main():  # rank 0 alone locks the output directory and keeps the manifest
+        out.mkdir(parents=True, exist_ok=True)
+        return _sweep(cfg, out, None)
+    with RunLock(out) as lock, Manifest(out, cfg) as manifest:  # a second run on `out` refuses
+        if lock.taken_over:
+            _log(f"sslbench: {lock.taken_over}")
+        stray = remove_stale_temp_files(out)
+        if stray:
+            _log(f"sslbench: removed {len(stray)} temp file(s) of writes cut short: "
+                 f"{', '.join(p.name for p in stray[:3])}")
+        manifest.failures = _sweep(cfg, out, manifest)
+    return manifest.failures
+
+
+def _sweep(cfg: RunConfig, out: Path, manifest: Manifest | None) -> int:
+    """Load the data, run every (method, seed), write and print the leaderboard.
+
+    Returns:
+        The number of (method, seed) runs that failed with a reported error.
+    """
     data = load_dataset(cfg.dataset, cfg.data_root)
     _log(f"dataset {data.name}: {data.train_images.shape[0]} train / {data.test_images.shape[0]} test, "
          f"fingerprint {data.fingerprint[:12]}")
-    protocols = [build_protocol(registry("protocols").get(n), cfg.protocol_params.get(n)) for n in cfg.protocols]
+    transfer = None
+    if cfg.transfer:
+        transfer = transfer_set(load_dataset(cfg.transfer, cfg.data_root), data)
+        _log(f"transfer set {cfg.transfer}: {len(transfer[1])} images resized to {data.image_size}px")
+    available = {"labels", "encoder"} | ({"transfer"} if transfer is not None else set())
+    protocols = []
+    for n in cfg.protocols:
+        cls = registry("protocols").get(n)
+        lacking = sorted(set(cls.requires) - available)
+        if lacking:
+            _log(f"skipped protocol {n!r}: it requires {', '.join(lacking)} (set `transfer` under [run] "
+                 "or --transfer for a transfer set)")
+            continue
+        protocols.append(build_protocol(cls, cfg.protocol_params.get(n)))
+    if manifest is not None:
+        manifest.record_data(data, protocols)
     failures = 0
     for name in cfg.methods + cfg.references:
         method = registry("methods").get(name)
@@ -204,7 +270,9 @@ def run(cfg: RunConfig) -> int:
             t0 = time.perf_counter()
             dist.barrier()  # every rank sees the files rank 0 wrote for the previous run
             try:
-                run_one(method, seed, cfg, data, protocols, out)
+                run_one(method, seed, cfg, data, protocols, out, transfer)
+            except OutputError:
+                raise  # a full disk or an unwritable --out fails every later run too: stop here
             except SslbenchError as e:
                 failures += 1
                 _log(f"ERROR {name}/seed{seed}: {e} (the sweep goes on)")
@@ -212,6 +280,9 @@ def run(cfg: RunConfig) -> int:
     dist.barrier()
     if dist.is_main():
         table, notes = leaderboard.build(find_results(out))
+        for note in notes:  # mixed data fingerprints or protocol versions are never silent
+            if note.startswith("WARNING"):
+                _log(f"sslbench: {note}")
         print(leaderboard.write(table, notes, out))
     dist.destroy()
     return failures

@@ -34,9 +34,15 @@ from sslbench.augment import TwoViews
 from sslbench import distributed as dist
 from sslbench.augment import normalize
 from sslbench.errors import SslbenchError
-from sslbench.embedding_stats import is_completely_collapsed, rankme, std_of_l2_normalized
+from sslbench.embedding_stats import (
+    collapse_status,
+    is_completely_collapsed,
+    rankme,
+    std_of_l2_normalized,
+    uniformity,
+)
 from sslbench.faults import maybe_fault
-from sslbench.io import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from sslbench.io import atomic_append_line, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from sslbench.method import TrainConfig
 from sslbench.optim import build_optimizer, lr_at, set_lr
 from sslbench.types import ImageData
@@ -83,6 +89,42 @@ def _rewrite_metrics(path: Path, upto_epoch: int) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
+def _restore(
+    state: dict,
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    gen: torch.Generator | None = None,
+) -> int:
+    """Load a checkpoint's weights (and optimiser and RNG states) into this run; return its epoch.
+
+    The data-order/augmentation generator and torch's global RNG are restored too,
+    so a resumed run draws exactly what the uninterrupted run would have drawn.
+
+    Raises:
+        SslbenchError: when the checkpoint does not fit this run's model (another
+            architecture, width or method) or lacks an entry.
+    """
+    if not isinstance(state, dict):
+        raise SslbenchError(f"checkpoint {path} holds a {type(state).__name__}, not an sslbench training "
+                            "checkpoint: delete it to retrain, or use another --out")
+    try:
+        model.load_state_dict(state["model"])
+        if optimizer is None:
+            return int(state["epoch"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["epoch"])
+    except (KeyError, IndexError, AttributeError, RuntimeError, TypeError, ValueError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        why = f"no {e} entry" if isinstance(e, KeyError) else " ".join(lines[:2])[:300]
+        raise SslbenchError(
+            f"checkpoint {path} does not fit this run ({why}); it was written for another model or "
+            f"config: delete it to retrain, or use another --out"
+        ) from None
+
+
 #: Steps before the probe may stop a run: eval-mode batch norm reads its running
 #: statistics, which hold more than 1% of their initial values before ~50 updates at
 #: momentum 0.1 (0.9^50 < 0.01); earlier readings can look collapsed when they are not.
@@ -104,7 +146,9 @@ def probe(model: nn.Module, images: torch.Tensor, data: ImageData, device: str) 
         device: Where the model is.
 
     Returns:
-        ``{"probe_rankme", "probe_std_l2"}``.
+        ``{"probe_rankme", "probe_std_l2", "probe_uniformity", "probe_status"}``; the
+        status is :func:`~sslbench.embedding_stats.collapse_status`, the collapse
+        protocol's rule, so the log says at which epoch a run collapsed and how.
     """
     was_training = model.training
     model.eval()
@@ -113,7 +157,13 @@ def probe(model: nn.Module, images: torch.Tensor, data: ImageData, device: str) 
         x = x.contiguous(memory_format=torch.channels_last)
     z = model.projector(model.backbone(x)).double()
     model.train(was_training)
-    return {"probe_rankme": rankme(z.cpu()), "probe_std_l2": float(std_of_l2_normalized(z))}
+    readings = {
+        "probe_rankme": rankme(z.cpu()),
+        "probe_std_l2": float(std_of_l2_normalized(z)),
+        "probe_uniformity": uniformity(z.cpu()),
+    }
+    status = collapse_status(readings["probe_std_l2"], z.shape[1], readings["probe_rankme"], readings["probe_uniformity"])
+    return {**readings, "probe_status": status}
 
 
 def pretrain(
@@ -145,12 +195,16 @@ def pretrain(
     run_dir.mkdir(parents=True, exist_ok=True)
     status_path, ckpt_path, metrics_path = run_dir / STATUS, run_dir / CHECKPOINT, run_dir / METRICS
     if status_path.exists():
-        st = json.loads(status_path.read_text())
-        if st["status"] == "diverged":
-            return TrainOutcome("diverged", st["epochs"], st.get("step"), st.get("message", ""))
-        if st["status"] == "collapsed":
-            model.load_state_dict(load_checkpoint(ckpt_path)["model"])
-            return TrainOutcome("collapsed", st["epochs"], st.get("step"), st.get("message", ""))
+        try:
+            st = json.loads(status_path.read_text())
+            status, epochs = st["status"], int(st["epochs"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SslbenchError(f"{status_path} is unreadable ({e}); delete it to retrain this run") from None
+        if status == "diverged":
+            return TrainOutcome("diverged", epochs, st.get("step"), st.get("message", ""))
+        if status == "collapsed":
+            _restore(load_checkpoint(ckpt_path), ckpt_path, model)
+            return TrainOutcome("collapsed", epochs, st.get("step"), st.get("message", ""))
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -180,12 +234,7 @@ def pretrain(
 
     start_epoch = 0
     if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch = int(state["epoch"])
+        start_epoch = _restore(load_checkpoint(ckpt_path), ckpt_path, model, optimizer, gen)
         if start_epoch < cfg.epochs and main:
             _log(f"{label}: resuming from epoch {start_epoch}/{cfg.epochs}")
     if main:
@@ -223,6 +272,7 @@ def pretrain(
             optimizer.step()
             if hasattr(model, "after_step"):
                 model.after_step((step + 1) / total)
+            maybe_fault(f"after_step:{step + 1}")
             sums["loss"] = sums.get("loss", 0.0) + loss_value
             for k, v in out.terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
@@ -251,14 +301,13 @@ def pretrain(
         if main:
             # The log line goes first: a kill between the two leaves a line for an epoch that
             # is not checkpointed, which the resume drops and recomputes.
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            atomic_append_line(metrics_path, json.dumps(row))
             save_checkpoint(ckpt_path, state)
         dist.barrier()
         if main:
             _log(
                 f"{label} epoch {epoch + 1}/{cfg.epochs} loss {row['loss']:.4f} std_l2 {row['probe_std_l2']:.4f} "
-                f"(healthy ~{row['std_l2_ref']:.4f}) rankme {row['probe_rankme']:.1f} "
+                f"(healthy ~{row['std_l2_ref']:.4f}) rankme {row['probe_rankme']:.1f} {row['probe_status']} "
                 f"{row['images_per_s']:.0f} img/s, data {100 * row['data_share']:.0f}%"
             )
         maybe_fault(f"after_epoch:{epoch + 1}")

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import protocols.knn as knn_module
 from protocols.knn import KNN, gpu_available, knn_predict, neighbors
 from sslbench.errors import SslbenchError
 from sslbench.types import FeatureSet
@@ -140,3 +141,14 @@ def test_gpu_device_without_faiss_gpu_is_a_clear_error():
 def test_unknown_metric_is_refused():
     with pytest.raises(SslbenchError, match="metric must be one of cosine, l2"):
         KNN(metric="manhattan")
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_sharded_exact_search_equals_the_single_index(monkeypatch, metric):
+    rng = np.random.default_rng(14)
+    train, test = rng.standard_normal((1000, 16)).astype(np.float32), rng.standard_normal((30, 16)).astype(np.float32)
+    whole = neighbors(train, test, 7, metric=metric, device="cpu")
+    monkeypatch.setattr(knn_module, "SHARD_BYTES", 300 * 16 * 4)  # 300-row shards, the last one short
+    sharded = neighbors(train, test, 7, metric=metric, device="cpu")
+    np.testing.assert_allclose(sharded[0], whole[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(sharded[1], whole[1])
