@@ -264,19 +264,22 @@ def _sweep(cfg: RunConfig, out: Path, manifest: Manifest | None) -> int:
     if manifest is not None:
         manifest.record_data(data, protocols)
     failures = 0
-    for name in cfg.methods + cfg.references:
+    # Seed-major: an interrupted sweep has every method on the first seeds, not all seeds of a few.
+    jobs = [(name, seed) for seed in cfg.seeds for name in cfg.methods + cfg.references]
+    t_start = time.perf_counter()
+    for i, (name, seed) in enumerate(jobs, 1):
         method = registry("methods").get(name)
-        for seed in cfg.seeds:
-            t0 = time.perf_counter()
-            dist.barrier()  # every rank sees the files rank 0 wrote for the previous run
-            try:
-                run_one(method, seed, cfg, data, protocols, out, transfer)
-            except OutputError:
-                raise  # a full disk or an unwritable --out fails every later run too: stop here
-            except SslbenchError as e:
-                failures += 1
-                _log(f"ERROR {name}/seed{seed}: {e} (the sweep goes on)")
-            _log(f"{name}/seed{seed}: done in {time.perf_counter() - t0:.0f}s")
+        t0 = time.perf_counter()
+        dist.barrier()  # every rank sees the files rank 0 wrote for the previous run
+        try:
+            run_one(method, seed, cfg, data, protocols, out, transfer)
+        except OutputError:
+            raise  # a full disk or an unwritable --out fails every later run too: stop here
+        except SslbenchError as e:
+            failures += 1
+            _log(f"ERROR {name}/seed{seed}: {e} (the sweep goes on)")
+        _log(f"[{i}/{len(jobs)}] {name}/seed{seed}: done in {time.perf_counter() - t0:.0f}s "
+             f"(sweep {(time.perf_counter() - t_start) / 60:.1f} min)")
     dist.barrier()
     if dist.is_main():
         table, notes = leaderboard.build(find_results(out))
