@@ -70,10 +70,24 @@ class _Collected:
         self.versions: dict[str, set[str]] = {}
         self.directions: dict[str, str] = {}
         self.main: dict[str, None] = {}
+        self.labelled: set[str] = set()  # protocols that need labels: their main metrics rank
         self.shown: dict[str, None] = {}
         self.fingerprints: set[str] = set()
         self.seen: set[tuple[str, int, str]] = set()
         self.duplicates: set[tuple[str, int, str]] = set()
+
+
+def _requires(info: dict[str, Any]) -> set[str]:
+    """A result's protocol requirements: recorded since they were, else the registered class's."""
+    if "requires" in info:
+        return set(info["requires"])
+    from sslbench.errors import SslbenchError
+    from sslbench.registry import registry
+
+    try:
+        return set(registry("protocols").get(info["name"]).requires)
+    except SslbenchError:  # a plugin no longer installed: rank it, as a labelled protocol
+        return {"labels"}
 
 
 def _collect(results: list[dict[str, Any]]) -> _Collected:
@@ -92,6 +106,8 @@ def _collect(results: list[dict[str, Any]]) -> _Collected:
             c.directions[f"{proto}.{k}"] = d
         if main is not None:
             c.main[f"{proto}.{main}"] = None
+        if "labels" in _requires(r["protocol"]):
+            c.labelled.add(proto)
         for k in [main, *directions]:
             if k in r["metrics"]:
                 c.shown[f"{proto}.{k}"] = None
@@ -181,7 +197,8 @@ def _notes(c: _Collected, main: list[str]) -> list[str]:
     for proto, params in sorted(c.settings.items()):
         notes.append(f"{proto} (v{'/'.join(sorted(c.versions[proto]))}): " + ", ".join(f"{k}={v}" for k, v in params.items()))
     notes.append("rank: Borda count over the main metrics " + ", ".join(main)
-                 + " (floors ranked too; a row earns 1 point per row it beats, 1/2 per tie)")
+                 + " (labelled protocols only: label-free collapse readings describe, they do not rank; "
+                 "floors ranked too; a row earns 1 point per row it beats, 1/2 per tie)")
     for proto, vs in c.versions.items():
         if len(vs) > 1:
             notes.append(f"WARNING: {proto} results come from different protocol versions {sorted(vs)}")
@@ -214,8 +231,9 @@ def build(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[str]]:
     main = [m for m in order if m in c.main and m in table]
     floors = [f for f in REFERENCE_ENCODERS if not table.empty and f in set(table["method"])]
     deltas: list[str] = []
+    ranked = [m for m in main if m.split(".")[0] in c.labelled]
     if not table.empty:
-        table = add_rank(table, main, c.directions)
+        table = add_rank(table, ranked, c.directions)
         deltas = add_floor_deltas(table, main, floors)
         table = table.sort_values(["reference", "rank", "method"], kind="stable").reset_index(drop=True)
     table.attrs.update(
@@ -227,7 +245,7 @@ def build(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[str]]:
         deltas=deltas,
         fingerprints=sorted(c.fingerprints),
     )
-    return table, _notes(c, main)
+    return table, _notes(c, ranked)
 
 
 def _fmt(v: Any, signed: bool = False) -> str:

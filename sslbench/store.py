@@ -134,9 +134,9 @@ def find_results(directory: Path) -> list[dict[str, Any]]:
 
 
 def protocol_info(p: Protocol) -> dict[str, Any]:
-    """The ``protocol`` block of a result: name, version, parameters, main metric, directions."""
+    """The ``protocol`` block of a result: name, version, parameters, main metric, directions, requirements."""
     return {"name": p.name, "version": p.version, "params": p.params(), "main_metric": p.main_metric,
-            "directions": dict(p.metrics)}
+            "directions": dict(p.metrics), "requires": sorted(p.requires)}
 
 
 def result_is_current(path: Path, proto: Protocol, enc_hash: str | None) -> bool:

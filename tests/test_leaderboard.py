@@ -33,16 +33,25 @@ def test_mean_ci_and_n_seeds(board):
     assert math.isnan(_row(table, "raw_pixels")["knn.top1_ci95"])  # one seed: no interval
 
 
-def test_borda_ranks_each_main_metric_in_its_direction_floors_included(board):
+def test_borda_ranks_each_labelled_main_metric_in_its_direction_floors_included(board):
     table, notes = board
-    # main metrics: knn.top1, linear.top1, collapse.rankme (4 rows: 3 points for the best of each)
+    # ranked main metrics: knn.top1, linear.top1 (4 rows: 3 points for the best of each);
+    # collapse.rankme is label-free: shown, not ranked
     # knn: raw 3, vicreg 2, simsiam 1, random 0; linear: raw 3, vicreg 2, simsiam 1, random 0
-    # rankme: vicreg 3 (41), raw 2 (35), simsiam 1 (30.5), random 0
-    expected = {"raw_pixels": 8, "vicreg": 7, "simsiam": 3, "random_init": 0}
+    expected = {"raw_pixels": 6, "vicreg": 4, "simsiam": 2, "random_init": 0}
     assert {m: _row(table, m)["borda"] for m in expected} == expected
     assert {m: _row(table, m)["rank"] for m in expected} == {"raw_pixels": 1, "vicreg": 2, "simsiam": 3, "random_init": 4}
     assert list(table["method"]) == ["vicreg", "simsiam", "raw_pixels", "random_init"]  # trained first, by rank
-    assert any(n.startswith("rank: Borda count over the main metrics knn.top1, linear.top1, collapse.rankme") for n in notes)
+    assert any(n.startswith("rank: Borda count over the main metrics knn.top1, linear.top1 (labelled") for n in notes)
+
+
+def test_recorded_requirements_decide_what_ranks():
+    results = [make_result(m, 0, "knn", {"top1": v}) for m, v in (("a", 0.9), ("b", 0.5))]
+    results += [make_result(m, 0, "collapse", {"rankme": r}) for m, r in (("a", 1.0), ("b", 50.0))]
+    for r in results:  # as sslbench run records them
+        r["protocol"]["requires"] = ["labels"] if r["protocol"]["name"] == "knn" else []
+    table, _ = leaderboard.build(results)
+    assert list(table["method"]) == ["a", "b"] and list(table["borda"]) == [1.0, 0.0]
 
 
 def test_borda_points_direction_ties_and_missing():
