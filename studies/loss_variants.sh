@@ -9,4 +9,5 @@ mkdir -p "$DOCS"
 sslbench leaderboard "$OUT" --write "$DOCS" > /dev/null
 sslbench report "$OUT" --out "$DOCS/report.html"
 sslbench analyze "$OUT" --write "$DOCS" > /dev/null
-echo "wrote $DOCS/leaderboard.{md,csv,json,html}, $DOCS/report.html, $DOCS/analysis.{md,json}"
+python studies/summary_table.py "$DOCS" > "$DOCS/summary.md"
+echo "wrote $DOCS/leaderboard.{md,csv,json,html}, $DOCS/report.html, $DOCS/analysis.{md,json}, $DOCS/summary.md"

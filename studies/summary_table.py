@@ -1,0 +1,63 @@
+"""Render the study's headline table (README and docs/study/README.md) from its written outputs.
+
+    python studies/summary_table.py docs/study > docs/study/summary.md
+
+Reads ``leaderboard.json`` (mean and 95% CI over seeds) and ``analysis.json`` (the
+training-time monitor) from the given folder; prints markdown. Accuracies in %.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+COLUMNS = [  # (leaderboard column, header, scale, decimals)
+    ("knn.top1", "kNN k=20", 100, 2),
+    ("linear.top1", "linear", 100, 2),
+    ("few_shot.acc_5shot_centroid", "5-way 5-shot", 100, 2),
+    ("few_shot_transfer.acc_5shot_centroid", "5-shot digits", 100, 2),
+    ("low_shot.top1_10shot", "10-shot linear", 100, 2),
+    ("collapse.z_rankme", "RankMe (proj.)", 1, 1),
+    ("collapse.z_uniformity", "uniformity (proj.)", 1, 2),
+    ("collapse.z_alpha_req", "alpha-ReQ (proj.)", 1, 2),
+]
+
+
+def _cell(row: dict, col: str, scale: float, decimals: int) -> str:
+    v, ci = row.get(col), row.get(f"{col}_ci95")
+    if not isinstance(v, int | float) or math.isnan(v):
+        return ""
+    text = f"{v * scale:.{decimals}f}"
+    if isinstance(ci, int | float) and not math.isnan(ci):
+        text += f" ± {ci * scale:.{decimals}f}"
+    return text
+
+
+def _monitor(analysis: dict, method: str) -> str:
+    runs = [r for r in analysis.get("collapse", []) if r["method"] == method]
+    worst = {r["monitor_worst"] for r in runs} - {"healthy", "n/a"}
+    if not runs or not worst:
+        return "healthy" if runs else "-"
+    onsets = [str(int(r["monitor_onset_epoch"])) for r in runs if r.get("monitor_onset_epoch") is not None]
+    return f"{'/'.join(sorted(worst))} (from epoch {', '.join(onsets)})" if onsets else f"{'/'.join(sorted(worst))} (recovered)"
+
+
+def render(folder: Path) -> str:
+    """The markdown table of ``folder``'s leaderboard and analysis."""
+    board = json.loads((folder / "leaderboard.json").read_text())
+    analysis = json.loads((folder / "analysis.json").read_text()) if (folder / "analysis.json").exists() else {}
+    head = ["method", "seeds", *(h for _, h, _, _ in COLUMNS), "status (final)", "monitor", "training"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in board["rows"]:
+        name = row["method"] + (" (floor)" if row.get("reference") else "")
+        cells = [name, str(row["n_seeds"]), *(_cell(row, c, s, d) for c, _, s, d in COLUMNS)]
+        cells += [str(row.get("collapse.status", "")), _monitor(analysis, row["method"]),
+                  "-" if row.get("reference") else str(row.get("train.status", ""))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/study")), end="")
