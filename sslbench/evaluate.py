@@ -150,10 +150,9 @@ def _label_array(name: str, y: np.ndarray, rows: int, x_name: str, path: Path) -
                             + (" with non-integer values" if y.dtype.kind == "f" else ""))
     if y.size and float(y.max()) >= 2**31:
         raise SslbenchError(f"{name} in {path} has labels up to {y.max()}; class labels must be 0..C-1")
-    y = y.astype(np.int64)
-    if y.size and y.min() < 0:
+    if y.size and float(y.min()) < 0:  # before the cast: a huge negative float would overflow it
         raise SslbenchError(f"{name} in {path} has negative labels (min {y.min()}); use 0..C-1")
-    return y
+    return y.astype(np.int64)
 
 
 def load_features(path: str | Path) -> tuple[FeatureSet, str]:

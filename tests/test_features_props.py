@@ -110,3 +110,12 @@ def test_a_zip_without_npy_members_is_an_sslbench_error(tmp_path):
         load_features(path)
     except SslbenchError as e:
         assert "train_x" in str(e) or str(path) in str(e)
+
+
+def test_huge_negative_float_labels_are_refused_without_an_overflowing_cast(tmp_path):
+    # found by the property test above: the int64 cast of -9.2e18 came before the sign check
+    path = tmp_path / "f.npz"
+    np.savez(path, train_x=np.zeros((1, 1), np.float32), train_y=np.array([-9.223373e18], np.float32),
+             test_x=np.zeros((1, 1), np.float32), test_y=np.zeros(1, np.float32))
+    with pytest.raises(SslbenchError, match="negative labels"):
+        load_features(path)
