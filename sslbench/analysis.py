@@ -35,6 +35,8 @@ from sslbench.train import PROBE_WARMUP_STEPS
 LABEL_FREE = ("rankme", "z_rankme", "alpha_req", "z_alpha_req", "uniformity", "z_uniformity", "z_alignment")
 #: Labelled metrics they are compared with.
 LABELLED = ("linear.top1", "knn.top1")
+#: Columns printed as integers.
+INTEGER_COLUMNS = frozenset({"seed", "n_seeds", "n_runs", "monitor_onset_epoch"})
 
 
 def _runs(results: list[dict[str, Any]]) -> pd.DataFrame:
@@ -164,7 +166,9 @@ def _md(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
         cells = []
         for c in cols:
             v = row[c]
-            if isinstance(v, float):
+            if isinstance(v, float) and c in INTEGER_COLUMNS:
+                cells.append("" if math.isnan(v) else str(int(v)))  # pandas stores int columns with gaps as float
+            elif isinstance(v, float):
                 cells.append("" if math.isnan(v) else format(v, floatfmt))
             else:
                 cells.append("" if v is None else str(v))
