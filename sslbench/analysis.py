@@ -9,8 +9,8 @@ more run directories (nothing is re-run):
    else ``within noise``.
 2. **Collapse.** Per run: the training outcome, the epoch from which the
    training-time monitor (``probe_status`` in ``metrics.jsonl``) read
-   ``dimensional`` or ``complete`` to the end, its last and worst reading, and the
-   collapse protocol's status on the final encoder.
+   ``dimensional`` or ``complete`` to the end, its last and worst reading (and the
+   first epoch of the worst), and the collapse protocol's status on the final encoder.
 3. **Label-free vs labelled.** Spearman rank correlation, across all trained runs,
    of each label-free reading (RankMe, alpha-ReQ, uniformity, ...) with each
    labelled main metric (linear, kNN top-1).
@@ -36,7 +36,7 @@ LABEL_FREE = ("rankme", "z_rankme", "alpha_req", "z_alpha_req", "uniformity", "z
 #: Labelled metrics they are compared with.
 LABELLED = ("linear.top1", "knn.top1")
 #: Columns printed as integers.
-INTEGER_COLUMNS = frozenset({"seed", "n_seeds", "n_runs", "monitor_onset_epoch"})
+INTEGER_COLUMNS = frozenset({"seed", "n_seeds", "n_runs", "monitor_onset_epoch", "monitor_worst_epoch"})
 
 
 def _runs(results: list[dict[str, Any]]) -> pd.DataFrame:
@@ -97,23 +97,24 @@ def variant_effects(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _monitor(run_dir: Path) -> tuple[int | None, str, str]:
-    """The training-time monitor's reading: ``(onset, final, worst)``.
+def _monitor(run_dir: Path) -> tuple[int | None, str, str, int | None]:
+    """The training-time monitor's reading: ``(onset, final, worst, worst_epoch)``.
 
     ``onset`` is the epoch from which ``probe_status`` stayed ``dimensional`` or
     ``complete`` to the end (``None`` when the last reading is healthy), ``final`` the
-    last status, ``worst`` the worst one. Readings before
+    last status, ``worst`` the worst one and ``worst_epoch`` the first epoch that read
+    it (``None`` when the worst is healthy). Readings before
     :data:`~sslbench.train.PROBE_WARMUP_STEPS` optimiser steps are skipped: eval-mode
     batch norm has not warmed up there.
     """
     path = run_dir / "metrics.jsonl"
     if not path.exists():
-        return None, "n/a", "n/a"
+        return None, "n/a", "n/a", None
     order = {"healthy": 0, "dimensional": 1, "complete": 2}
     rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
     rows = [r for r in rows if "probe_status" in r and r.get("step", 0) >= PROBE_WARMUP_STEPS]
     if not rows:
-        return None, "n/a", "n/a"
+        return None, "n/a", "n/a", None
     onset = None
     for r in rows:
         if r["probe_status"] == "healthy":
@@ -121,7 +122,8 @@ def _monitor(run_dir: Path) -> tuple[int | None, str, str]:
         elif onset is None:
             onset = int(r["epoch"])
     worst = max((r["probe_status"] for r in rows), key=lambda st: order.get(st, 0))
-    return onset, rows[-1]["probe_status"], worst
+    worst_epoch = next(int(r["epoch"]) for r in rows if r["probe_status"] == worst) if worst != "healthy" else None
+    return onset, rows[-1]["probe_status"], worst, worst_epoch
 
 
 def collapse_table(runs: pd.DataFrame, dirs: list[Path]) -> pd.DataFrame:
@@ -130,10 +132,10 @@ def collapse_table(runs: pd.DataFrame, dirs: list[Path]) -> pd.DataFrame:
     for _, r in runs[runs["trained"]].sort_values(["method", "seed"]).iterrows():
         rdir = next((d / r["method"] / f"seed{r['seed']}" for d in dirs
                      if (d / r["method"] / f"seed{r['seed']}").is_dir()), None)
-        onset, final, worst = _monitor(rdir) if rdir else (None, "n/a", "n/a")
+        onset, final, worst, worst_epoch = _monitor(rdir) if rdir else (None, "n/a", "n/a", None)
         out.append({"method": r["method"], "seed": int(r["seed"]), "train_status": r["train_status"],
                     "monitor_onset_epoch": onset, "monitor_final": final, "monitor_worst": worst,
-                    "protocol_status": r.get("collapse.status", "n/a")})
+                    "monitor_worst_epoch": worst_epoch, "protocol_status": r.get("collapse.status", "n/a")})
     return pd.DataFrame(out)
 
 

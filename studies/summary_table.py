@@ -36,12 +36,25 @@ def _cell(row: dict, col: str, scale: float, decimals: int) -> str:
 
 
 def _monitor(analysis: dict, method: str) -> str:
+    """``dimensional from epoch 1; complete from 3`` over seeds (epochs listed per seed), or ``healthy``."""
     runs = [r for r in analysis.get("collapse", []) if r["method"] == method]
-    worst = {r["monitor_worst"] for r in runs} - {"healthy", "n/a"}
-    if not runs or not worst:
-        return "healthy" if runs else "-"
-    onsets = [str(int(r["monitor_onset_epoch"])) for r in runs if r.get("monitor_onset_epoch") is not None]
-    return f"{'/'.join(sorted(worst))} (from epoch {', '.join(onsets)})" if onsets else f"{'/'.join(sorted(worst))} (recovered)"
+    if not runs:
+        return "-"
+    if all(r["monitor_worst"] in ("healthy", "n/a") for r in runs):
+        return "healthy"
+    parts = []
+    for status in ("dimensional", "complete"):
+        epochs = []
+        for r in runs:
+            if status == r["monitor_worst"] and r.get("monitor_worst_epoch") is not None:
+                epochs.append(str(int(r["monitor_worst_epoch"])))
+            elif status == "dimensional" and r["monitor_worst"] == "complete" and r.get("monitor_onset_epoch") is not None:
+                epochs.append(str(int(r["monitor_onset_epoch"])))
+            else:
+                epochs.append("-")
+        if any(e != "-" for e in epochs):
+            parts.append(f"{status} from epoch {'/'.join(epochs)}")
+    return "; ".join(parts)
 
 
 def render(folder: Path) -> str:

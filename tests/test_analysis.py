@@ -68,6 +68,7 @@ def test_collapse_table_reads_the_monitor(sweep):
     bad = col[col["method"] == "bad"].iloc[0]
     assert bad["monitor_onset_epoch"] == 3  # epoch 1's reading recovered; the collapse from epoch 3 stayed
     assert bad["monitor_final"] == bad["monitor_worst"] == bad["protocol_status"] == "complete"
+    assert bad["monitor_worst_epoch"] == 4
     good = col[col["method"] == "good"].iloc[0]
     assert good["monitor_worst"] == "healthy" and pd.isna(good["monitor_onset_epoch"])
 
