@@ -198,10 +198,9 @@ def variance_hinge(z: np.ndarray | torch.Tensor, eps: float = 1e-4) -> tuple[flo
     Returns:
         ``(hinge, dead_fraction)``, both in ``[0, 1]``.
     """
-    z = _as_f64(z)
-    std = np.sqrt(z.var(axis=0, ddof=1) + eps)
-    hinge = float(np.maximum(0.0, 1.0 - std).mean())
-    raw = np.sqrt(z.var(axis=0, ddof=1))
+    var = _as_f64(z).var(axis=0, ddof=1)
+    hinge = float(np.maximum(0.0, 1.0 - np.sqrt(var + eps)).mean())
+    raw = np.sqrt(var)
     mean_std = raw.mean()
     dead = float((raw < DEAD_STD_FRACTION * mean_std).mean()) if mean_std > 0 else 1.0
     return hinge, dead

@@ -46,7 +46,8 @@ from sslbench.errors import SslbenchError
 from sslbench.features import encoder_hash, extract
 from sslbench.io import atomic_write_json, load_checkpoint
 from sslbench.lock import RunLock
-from sslbench.protocol import Protocol, build_protocol, check_features
+from sslbench import protocol
+from sslbench.protocol import Protocol, check_features
 from sslbench.registry import registry
 from sslbench.store import (
     SCHEMA_VERSION,
@@ -368,17 +369,12 @@ def encoder_features(
 def select_protocols(names: list[str] | None, available: set[str]) -> list[Protocol]:
     """The protocols to run: ``names`` (default: all registered), minus those whose
     requirements ``available`` does not meet (each skip logged with the reason)."""
-    reg = registry("protocols")
     if names is not None and not names:
         raise SslbenchError("--protocols is empty; name at least one (see `sslbench ls protocols`)")
-    chosen = []
-    for n in reg.names() if names is None else names:
-        cls = reg.get(n)
-        lacking = sorted(set(cls.requires) - available)
-        if lacking:
-            _log(f"skipped protocol {n!r}: " + "; ".join(_WHY.get(r, f"it requires {r!r}") for r in lacking))
-            continue
-        chosen.append(build_protocol(cls))
+    chosen, skipped = protocol.select_protocols(registry("protocols").names() if names is None else names,
+                                                available, why=_WHY)
+    for msg in skipped:
+        _log(msg)
     return chosen
 
 

@@ -178,16 +178,11 @@ def _extract_all(encoder: nn.Module | None, data: ImageData, extras: Extras, dev
         arrays["transfer_y"] = labels.numpy().astype(np.int64)
     if extras.views is not None and extras.pairs > 0:
         va, vb, _ = positive_pair_views(data.test_images, extras.views, extras.pairs, extras.seed)
-        if encoder is not None:
-            encoder.eval().to(device)
-        arrays["pair_xa"] = _forward(encoder, iter(va.split(1024)), device).numpy()
+        arrays["pair_xa"] = _forward(encoder, iter(va.split(1024)), device).numpy()  # extract() set eval mode
         arrays["pair_xb"] = _forward(encoder, iter(vb.split(1024)), device).numpy()
-    if extras.projector is not None:
-        for name in [k for k in arrays if k.endswith("_x") or k.startswith("pair_x")]:
-            if name == "transfer_x":
-                continue
-            z_name = name.replace("_x", "_z") if name.endswith("_x") else name.replace("pair_x", "pair_z")
-            arrays[z_name] = project(extras.projector, arrays[name], device)
+    if extras.projector is not None:  # train_x -> train_z, pair_xa -> pair_za, ...; the transfer set has none
+        for name in [k for k in arrays if "_x" in k and k != "transfer_x"]:
+            arrays[name.replace("_x", "_z")] = project(extras.projector, arrays[name], device)
     return arrays
 
 

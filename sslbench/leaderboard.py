@@ -38,6 +38,7 @@ from scipy import stats
 
 from sslbench.errors import SslbenchError, did_you_mean
 from sslbench.io import atomic_write_json, atomic_write_text
+from sslbench.registry import registry
 
 REFERENCE_ENCODERS = ("random_init", "raw_pixels")
 #: ``schema_version`` of leaderboard.json. 1: rows and notes; 2: adds directions,
@@ -81,9 +82,6 @@ def _requires(info: dict[str, Any]) -> set[str]:
     """A result's protocol requirements: recorded since they were, else the registered class's."""
     if "requires" in info:
         return set(info["requires"])
-    from sslbench.errors import SslbenchError
-    from sslbench.registry import registry
-
     try:
         return set(registry("protocols").get(info["name"]).requires)
     except SslbenchError:  # a plugin no longer installed: rank it, as a labelled protocol

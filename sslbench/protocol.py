@@ -94,6 +94,37 @@ def build_protocol(cls: type[Protocol], params: dict[str, Any] | None = None) ->
     return cls(**params)
 
 
+def select_protocols(
+    names: list[str],
+    available: set[str],
+    params: dict[str, dict[str, Any]] | None = None,
+    why: dict[str, str] | None = None,
+) -> tuple[list[Protocol], list[str]]:
+    """Build the named protocols whose requirements ``available`` meets.
+
+    Args:
+        names: Registered protocol names, in order.
+        available: What the inputs provide (``labels``, ``transfer``, ``encoder``).
+        params: Per-protocol parameters (``[protocols.NAME]``).
+        why: Per requirement, the reason shown when it is lacking.
+
+    Returns:
+        ``(protocols, skipped)``: the built protocols and one message per skipped one.
+    """
+    from sslbench.registry import registry
+
+    chosen, skipped = [], []
+    for n in names:
+        cls = registry("protocols").get(n)
+        lacking = sorted(set(cls.requires) - available)
+        if lacking:
+            reasons = "; ".join((why or {}).get(r, f"it requires {r!r}") for r in lacking)
+            skipped.append(f"skipped protocol {n!r}: {reasons}")
+            continue
+        chosen.append(build_protocol(cls, (params or {}).get(n)))
+    return chosen, skipped
+
+
 def check_features(features: FeatureSet) -> None:
     """Refuse features that no protocol can use, naming the array and the run.
 

@@ -32,7 +32,7 @@ from sslbench.io import OutputError, atomic_write_json, remove_stale_temp_files
 from sslbench.lock import RunLock
 from sslbench.manifest import Manifest
 from sslbench.method import Method, loss_changes
-from sslbench.protocol import Protocol, build_protocol
+from sslbench.protocol import Protocol, select_protocols
 from sslbench.registry import registry
 from sslbench.store import (
     SCHEMA_VERSION,
@@ -46,6 +46,10 @@ from sslbench.store import (
 )
 from sslbench.train import METRICS, TrainOutcome, pretrain
 from sslbench.types import ImageData
+
+
+#: Why a protocol is skipped, per lacking requirement.
+_WHY = {"transfer": "it requires a transfer set (set `transfer` under [run], or --transfer)"}
 
 
 def _log(msg: str) -> None:
@@ -252,15 +256,9 @@ def _sweep(cfg: RunConfig, out: Path, manifest: Manifest | None) -> int:
         transfer = transfer_set(load_dataset(cfg.transfer, cfg.data_root), data)
         _log(f"transfer set {cfg.transfer}: {len(transfer[1])} images resized to {data.image_size}px")
     available = {"labels", "encoder"} | ({"transfer"} if transfer is not None else set())
-    protocols = []
-    for n in cfg.protocols:
-        cls = registry("protocols").get(n)
-        lacking = sorted(set(cls.requires) - available)
-        if lacking:
-            _log(f"skipped protocol {n!r}: it requires {', '.join(lacking)} (set `transfer` under [run] "
-                 "or --transfer for a transfer set)")
-            continue
-        protocols.append(build_protocol(cls, cfg.protocol_params.get(n)))
+    protocols, skipped = select_protocols(cfg.protocols, available, cfg.protocol_params, _WHY)
+    for msg in skipped:
+        _log(msg)
     if manifest is not None:
         manifest.record_data(data, protocols)
     failures = 0
