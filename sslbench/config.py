@@ -10,6 +10,12 @@ TOML layout::
     [train]                    # TrainConfig fields, applied to every method
     epochs = 4
 
+    [views]                    # ViewConfig fields, changed in both views of every method
+    crop_scale = [0.3, 1.0]
+
+    [heads]                    # head sizes, for every method that has that head
+    proj_dim = 512
+
     [protocols.knn]            # parameters of one protocol
     k = 20
 
@@ -31,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sslbench.augment import ViewConfig
 from sslbench.errors import SslbenchError, did_you_mean
 from sslbench.method import Method, TrainConfig, derive_variant
 from sslbench.presets import Preset
@@ -58,6 +65,8 @@ class RunConfig:
         out: Output directory.
         device: ``cpu`` or ``cuda``.
         train: TrainConfig overrides for every method (``[train]``).
+        views: ViewConfig changes for both views of every method (``[views]``).
+        heads: Head sizes for every method with that head (``[heads]``).
         protocol_params: Per-protocol parameters (``[protocols.NAME]``).
     """
 
@@ -77,6 +86,8 @@ class RunConfig:
     out: str = "runs"
     device: str = "cpu"
     train: dict[str, Any] = field(default_factory=dict)
+    views: dict[str, Any] = field(default_factory=dict)
+    heads: dict[str, int] = field(default_factory=dict)
     protocol_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def preset_obj(self) -> Preset:
@@ -111,7 +122,18 @@ class RunConfig:
             raise SslbenchError(f"device must be 'cpu' or 'cuda', got {r.device!r}")
         if not r.seeds:
             raise SslbenchError("at least one seed is needed")
+        trained = [m for m in map(registry("methods").get, r.methods) if m.encoder == "trained"]
+        head_names = {k for m in trained for k in m.resolve(r.preset)[1]}
+        for key in r.heads:
+            if trained and key not in head_names:
+                raise SslbenchError(str(did_you_mean(key, head_names, "head in [heads] (no method of this run has it)")))
         return r
+
+    def recipe(self, method: Method) -> tuple[TrainConfig, dict[str, int], tuple[ViewConfig, ViewConfig]]:
+        """``(train config, head sizes, views)`` of ``method`` in this run: the method's
+        preset defaults with the preset's and this config's changes on top."""
+        train, heads = method.resolve(self.preset, self.train_overrides(), self.heads)
+        return train, heads, method.resolve_views(self.preset, self.preset_obj().views, self.views)
 
     def train_overrides(self) -> dict[str, Any]:
         """TrainConfig fields to apply on top of each method's preset defaults."""
@@ -187,7 +209,8 @@ def check_fields(cls: type, values: dict[str, Any], where: str) -> dict[str, Any
     return out
 
 
-_RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)} - {"train", "protocol_params"}
+_RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)} - {"train", "views", "heads", "protocol_params"}
+_TABLES = ["run", "train", "views", "heads", "protocols", "variants"]
 
 
 def _table(value: Any, where: str) -> dict[str, Any]:
@@ -245,8 +268,8 @@ def load_toml(path: str | Path, cfg: RunConfig | None = None) -> RunConfig:
     except tomllib.TOMLDecodeError as e:
         raise SslbenchError(f"{path}: TOML syntax error: {e}") from None
     for table in doc:
-        if table not in ("run", "train", "protocols", "variants"):
-            raise SslbenchError(str(did_you_mean(table, ["run", "train", "protocols", "variants"], f"table in {path}")))
+        if table not in _TABLES:
+            raise SslbenchError(str(did_you_mean(table, _TABLES, f"table in {path}")))
     for name, spec in _table(doc.get("variants", {}), f"{path} [variants]").items():
         _register_variant(name, spec, f"{path} [variants.{_toml_key(name)}]")
     run = _table(doc.get("run", {}), f"{path} [run]")
@@ -255,9 +278,18 @@ def load_toml(path: str | Path, cfg: RunConfig | None = None) -> RunConfig:
             raise SslbenchError(str(did_you_mean(key, _RUN_KEYS, f"key in {path} [run]")))
     values = check_fields(RunConfig, run, f"{path} [run]")
     train = check_fields(TrainConfig, _table(doc.get("train", {}), f"{path} [train]"), f"{path} [train]")
+    views = check_fields(ViewConfig, _table(doc.get("views", {}), f"{path} [views]"), f"{path} [views]")
+    views = {k: tuple(float(x) for x in v) if isinstance(v, list | tuple) else v for k, v in views.items()}
+    heads = _table(doc.get("heads", {}), f"{path} [heads]")
+    for key, value in heads.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise SslbenchError(f"{path} [heads]: {key!r} must be a positive int, got {value!r}")
     params = dict(cfg.protocol_params)
     for pname, pvalues in _table(doc.get("protocols", {}), f"{path} [protocols]").items():
         cls = registry("protocols").get(pname)
         where = f"{path} [protocols.{_toml_key(pname)}]"
         params[pname] = {**params.get(pname, {}), **check_fields(cls, _table(pvalues, where), where)}
-    return dataclasses.replace(cfg, **values, train={**cfg.train, **train}, protocol_params=params)
+    return dataclasses.replace(
+        cfg, **values, train={**cfg.train, **train}, views={**cfg.views, **views}, heads={**cfg.heads, **heads},
+        protocol_params=params,
+    )

@@ -85,7 +85,8 @@ class Method:
         loss: Frozen loss config dataclass.
         heads: Head sizes (``proj_dim``, ``pred_hidden``, ...), per method.
         train: Default :class:`TrainConfig`.
-        presets: Per preset name, overrides ``{"train": {...}, "heads": {...}}``.
+        presets: Per preset name, overrides ``{"train": {...}, "heads": {...}, "views": {...}}``
+            (``views``: :class:`ViewConfig` fields changed in both views).
         views: The two view recipes.
         base: For a variant, the method it changes.
         encoder: ``trained`` for SSL methods, else which reference encoder.
@@ -103,12 +104,29 @@ class Method:
     base: str | None = None
     encoder: EncoderKind = "trained"
 
-    def resolve(self, preset: str, train_overrides: dict[str, Any] | None = None) -> tuple[TrainConfig, dict[str, int]]:
-        """Train config and head sizes for ``preset``, then user overrides on top."""
+    def resolve(
+        self, preset: str, train_overrides: dict[str, Any] | None = None, heads_overrides: dict[str, int] | None = None
+    ) -> tuple[TrainConfig, dict[str, int]]:
+        """Train config and head sizes for ``preset``, then user overrides on top.
+
+        ``heads_overrides`` keys this method's heads do not have are ignored (one
+        ``[heads]`` table applies to methods with different heads).
+        """
         over = self.presets.get(preset, {})
         train = dataclasses.replace(self.train, **{**over.get("train", {}), **(train_overrides or {})})
         heads = {**self.heads, **over.get("heads", {})}
+        heads.update({k: v for k, v in (heads_overrides or {}).items() if k in heads})
         return train, heads
+
+    def resolve_views(
+        self, preset: str, preset_views: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None
+    ) -> tuple[ViewConfig, ViewConfig]:
+        """The two view recipes for ``preset``: the method's own, then the preset's
+        changes for every method (``preset_views``), this method's changes for the
+        preset, and the user's (``overrides``), each applied to both views."""
+        changes = {**(preset_views or {}), **self.presets.get(preset, {}).get("views", {}), **(overrides or {})}
+        changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+        return (dataclasses.replace(self.views[0], **changes), dataclasses.replace(self.views[1], **changes))
 
 
 def loss_changes(loss: Any, base_loss: Any) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,8 @@ class Preset:
         width: Backbone width.
         epochs: Pretraining epochs.
         transfer: Dataset of the ``few_shot_transfer`` protocol ("" for none).
+        views: :class:`~sslbench.augment.ViewConfig` fields changed in both views of
+            every method (augmentation strength belongs to the image size).
     """
 
     name: str
@@ -26,6 +29,7 @@ class Preset:
     width: int
     epochs: int
     transfer: str = ""
+    views: dict[str, Any] = field(default_factory=dict)
 
 
 SMOKE = Preset("smoke", "digits (8x8), ConvNet width 8, 3 epochs: seconds; used by tests and CI", "digits", "convnet", 8, 3)

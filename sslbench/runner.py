@@ -59,7 +59,7 @@ def _log(msg: str) -> None:
 
 def run_record(method: Method, seed: int, cfg: RunConfig) -> dict[str, Any]:
     """The fully resolved configuration of one (method, seed) run."""
-    train, heads = method.resolve(cfg.preset, cfg.train_overrides())
+    train, heads, views = cfg.recipe(method)
     return {
         "method": method.name,
         "base": method.base,
@@ -72,7 +72,7 @@ def run_record(method: Method, seed: int, cfg: RunConfig) -> dict[str, Any]:
         "train": dataclasses.asdict(train) if method.encoder == "trained" else None,
         "heads": heads if method.encoder == "trained" else None,
         "loss": ({"type": type(method.loss).__name__, **dataclasses.asdict(method.loss)} if method.loss else None),
-        "views": [dataclasses.asdict(v) for v in method.views] if method.encoder == "trained" else None,
+        "views": [dataclasses.asdict(v) for v in views] if method.encoder == "trained" else None,
     }
 
 
@@ -107,9 +107,9 @@ def _encoder(
     backbone = build_backbone(cfg.backbone, data.channels, cfg.width)
     if method.encoder == "random_init":
         return backbone, None, None
-    train_cfg, heads = method.resolve(cfg.preset, cfg.train_overrides())
+    train_cfg, heads, view_cfgs = cfg.recipe(method)
     model = method.build(backbone, heads, method.loss)
-    views = TwoViews(*method.views, mean=data.mean, std=data.std)
+    views = TwoViews(*view_cfgs, mean=data.mean, std=data.std)
     outcome = pretrain(model, data, views, train_cfg, rdir, seed, cfg.device, label=f"{method.name}/seed{seed}")
     return model.backbone, getattr(model, "projector", None), outcome
 
@@ -170,7 +170,7 @@ def run_one(
             atomic_write_json(result_path(out, method.name, seed, p.name), doc)
         return
     t0 = time.perf_counter()
-    views = TwoViews(*method.views, mean=data.mean, std=data.std)  # floors get the default recipe
+    views = TwoViews(*cfg.recipe(method)[2], mean=data.mean, std=data.std)  # floors: default + preset views
     extras = Extras(projector=projector, views=views, transfer=transfer, transfer_name=cfg.transfer or "", seed=seed)
     features, enc_hash, hit = cached_features(
         encoder, data, out / "cache" / "features", cfg.device, f"{method.name}/seed{seed}", extras

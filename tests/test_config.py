@@ -1,5 +1,7 @@
 """Config precedence (preset < TOML < flags) and errors that name the key and file."""
 
+import dataclasses
+
 import pytest
 
 from sslbench.config import RunConfig, load_toml
@@ -31,6 +33,9 @@ def test_toml_overrides_preset_and_records_sections(tmp_path):
         ("[train]\nlr = 'fast'\n", r"\[train\]: 'lr' must be"),
         ("[protocols.knn]\nkk = 3\n", r"did you mean 'k'"),
         ("[rnu]\n", r"did you mean 'run'"),
+        ("[views]\ncrop_scal = [0.3, 1.0]\n", r"did you mean 'crop_scale'"),
+        ("[views]\ncrop_scale = 'mild'\n", r"\[views\]: 'crop_scale' must be"),
+        ("[heads]\nproj_dim = 0\n", r"\[heads\]: 'proj_dim' must be a positive int"),
         ("[run\n", r"TOML syntax error"),
     ],
 )
@@ -39,6 +44,33 @@ def test_bad_toml_names_key_and_file(tmp_path, text, match):
     f.write_text(text)
     with pytest.raises(SslbenchError, match=match):
         load_toml(f)
+
+
+def test_views_and_heads_tables_layer_on_the_method_recipe(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[run]\npreset = "smoke"\n[views]\ncrop_scale = [0.5, 1.0]\n[heads]\npred_hidden = 16\n')
+    cfg = load_toml(f).resolved()
+    simsiam, vicreg = registry("methods").get("simsiam"), registry("methods").get("vicreg")
+    _, heads, views = cfg.recipe(simsiam)
+    assert heads["pred_hidden"] == 16 and heads["proj_dim"] == 128  # the smoke preset's, untouched
+    assert all(v.crop_scale == (0.5, 1.0) for v in views)
+    assert views[0].flip_p == simsiam.views[0].flip_p  # only the named field changes
+    _, heads, _ = cfg.recipe(vicreg)
+    assert "pred_hidden" not in heads  # a head vicreg does not have is not added
+    assert RunConfig(preset="smoke").recipe(simsiam)[2] == simsiam.views
+
+
+def test_preset_and_method_views_apply_in_order():
+    method = dataclasses.replace(
+        registry("methods").get("vicreg"), presets={"p": {"views": {"flip_p": 0.0, "crop_scale": (0.3, 1.0)}}}
+    )
+    a, b = method.resolve_views("p", {"crop_scale": (0.6, 1.0), "jitter_p": 0.1}, {"flip_p": 0.25})
+    assert a == b and (a.crop_scale, a.jitter_p, a.flip_p) == ((0.3, 1.0), 0.1, 0.25)
+
+
+def test_heads_table_naming_no_head_of_the_run_fails():
+    with pytest.raises(SslbenchError, match="did you mean 'pred_hidden'"):
+        RunConfig(preset="smoke", methods=["simsiam"], heads={"pred_hiden": 8}).resolved()
 
 
 def test_variant_from_toml_changes_only_the_loss(tmp_path):
