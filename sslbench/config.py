@@ -9,12 +9,16 @@ TOML layout::
 
     [train]                    # TrainConfig fields, applied to every method
     epochs = 4
+    [train.simsiam]            # ... or to one method (and its variants)
+    lr = 0.1
 
     [views]                    # ViewConfig fields, changed in both views of every method
     crop_scale = [0.3, 1.0]
 
     [heads]                    # head sizes, for every method that has that head
     proj_dim = 512
+    [heads.vicreg]             # ... or for one method (and its variants)
+    proj_hidden = 2048
 
     [protocols.knn]            # parameters of one protocol
     k = 20
@@ -64,9 +68,11 @@ class RunConfig:
         protocols: Protocols to evaluate.
         out: Output directory.
         device: ``cpu`` or ``cuda``.
-        train: TrainConfig overrides for every method (``[train]``).
+        train: TrainConfig overrides for every method (``[train]``); a sub-table named
+            for a method applies to it and its variants (``[train.simsiam]``).
         views: ViewConfig changes for both views of every method (``[views]``).
-        heads: Head sizes for every method with that head (``[heads]``).
+        heads: Head sizes for every method with that head (``[heads]``); a sub-table
+            named for a method applies to it and its variants (``[heads.vicreg]``).
         protocol_params: Per-protocol parameters (``[protocols.NAME]``).
     """
 
@@ -87,7 +93,7 @@ class RunConfig:
     device: str = "cpu"
     train: dict[str, Any] = field(default_factory=dict)
     views: dict[str, Any] = field(default_factory=dict)
-    heads: dict[str, int] = field(default_factory=dict)
+    heads: dict[str, int | dict[str, int]] = field(default_factory=dict)
     protocol_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def preset_obj(self) -> Preset:
@@ -102,7 +108,7 @@ class RunConfig:
             dataset=self.dataset or p.dataset,
             backbone=self.backbone or p.backbone,
             width=self.width or p.width,
-            epochs=self.epochs or p.epochs,
+            epochs=self.epochs or self.train.get("epochs") or p.epochs,
             transfer=p.transfer if self.transfer is None else self.transfer,
         )
         for name in r.methods + r.references:
@@ -124,26 +130,49 @@ class RunConfig:
             raise SslbenchError("at least one seed is needed")
         trained = [m for m in map(registry("methods").get, r.methods) if m.encoder == "trained"]
         head_names = {k for m in trained for k in m.resolve(r.preset)[1]}
-        for key in r.heads:
-            if trained and key not in head_names:
+        for key, value in r.train.items():
+            if isinstance(value, dict):
+                registry("methods").get(key)
+        for key, value in r.heads.items():
+            if isinstance(value, dict):
+                method = registry("methods").get(key)
+                own = method.resolve(r.preset)[1]
+                for head in value:
+                    if head not in own:
+                        raise SslbenchError(str(did_you_mean(head, own, f"head of {key!r} in [heads.{key}]")))
+            elif trained and key not in head_names:
                 raise SslbenchError(str(did_you_mean(key, head_names, "head in [heads] (no method of this run has it)")))
         return r
 
     def recipe(self, method: Method) -> tuple[TrainConfig, dict[str, int], tuple[ViewConfig, ViewConfig]]:
         """``(train config, head sizes, views)`` of ``method`` in this run: the method's
         preset defaults with the preset's and this config's changes on top."""
-        train, heads = method.resolve(self.preset, self.train_overrides(), self.heads)
+        train, heads = method.resolve(self.preset, self.train_overrides(method), _for_method(self.heads, method))
         return train, heads, method.resolve_views(self.preset, self.preset_obj().views, self.views)
 
-    def train_overrides(self) -> dict[str, Any]:
-        """TrainConfig fields to apply on top of each method's preset defaults."""
-        over = dict(self.train)
-        over["epochs"] = self.epochs or over.get("epochs") or self.preset_obj().epochs
+    def train_overrides(self, method: Method | None = None) -> dict[str, Any]:
+        """TrainConfig fields to apply on top of ``method``'s preset defaults (the
+        run-wide ``[train]`` keys, then its base's and its own sub-table)."""
+        run_wide = self.epochs or self.train.get("epochs") or self.preset_obj().epochs
+        over = _for_method(self.train, method)
+        over["epochs"] = _for_method({k: v for k, v in self.train.items() if isinstance(v, dict)}, method).get(
+            "epochs", run_wide
+        )
         return over
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for the result records."""
         return dataclasses.asdict(self)
+
+
+def _for_method(table: dict[str, Any], method: Method | None) -> dict[str, Any]:
+    """The keys of a ``[train]`` or ``[heads]`` table that apply to ``method``: the
+    run-wide ones, then its base method's sub-table, then its own."""
+    out = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    for name in (method.base, method.name) if method else ():
+        sub = table.get(name) if name else None
+        out.update(sub if isinstance(sub, dict) else {})
+    return out
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -277,13 +306,19 @@ def load_toml(path: str | Path, cfg: RunConfig | None = None) -> RunConfig:
         if key not in _RUN_KEYS:
             raise SslbenchError(str(did_you_mean(key, _RUN_KEYS, f"key in {path} [run]")))
     values = check_fields(RunConfig, run, f"{path} [run]")
-    train = check_fields(TrainConfig, _table(doc.get("train", {}), f"{path} [train]"), f"{path} [train]")
+    train_doc = _table(doc.get("train", {}), f"{path} [train]")
+    train = check_fields(TrainConfig, {k: v for k, v in train_doc.items() if not isinstance(v, dict)}, f"{path} [train]")
+    for name, sub in train_doc.items():
+        if isinstance(sub, dict):
+            train[name] = check_fields(TrainConfig, sub, f"{path} [train.{_toml_key(name)}]")
     views = check_fields(ViewConfig, _table(doc.get("views", {}), f"{path} [views]"), f"{path} [views]")
     views = {k: tuple(float(x) for x in v) if isinstance(v, list | tuple) else v for k, v in views.items()}
     heads = _table(doc.get("heads", {}), f"{path} [heads]")
     for key, value in heads.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise SslbenchError(f"{path} [heads]: {key!r} must be a positive int, got {value!r}")
+        for head, size in (value.items() if isinstance(value, dict) else [(key, value)]):
+            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+                where = f"[heads.{_toml_key(key)}]" if isinstance(value, dict) else "[heads]"
+                raise SslbenchError(f"{path} {where}: {head!r} must be a positive int, got {size!r}")
     params = dict(cfg.protocol_params)
     for pname, pvalues in _table(doc.get("protocols", {}), f"{path} [protocols]").items():
         cls = registry("protocols").get(pname)

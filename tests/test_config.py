@@ -68,6 +68,39 @@ def test_preset_and_method_views_apply_in_order():
     assert a == b and (a.crop_scale, a.jitter_p, a.flip_p) == ((0.3, 1.0), 0.1, 0.25)
 
 
+def test_heads_sub_table_applies_to_one_method_and_its_variants(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[run]\npreset = "smoke"\n[heads]\nproj_hidden = 64\n[heads.vicreg]\nproj_dim = 32\n')
+    cfg = load_toml(f).resolved()
+    get = registry("methods").get
+    assert cfg.recipe(get("vicreg"))[1] == {"proj_hidden": 64, "proj_dim": 32}
+    assert cfg.recipe(get("vicreg_mod"))[1] == {"proj_hidden": 64, "proj_dim": 32}  # a variant keeps its base's recipe
+    assert cfg.recipe(get("barlow_twins"))[1]["proj_dim"] == 128  # the smoke preset's, untouched
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[run]\npreset = "smoke"\n[heads.vicreg]\npred_hidden = 8\n')
+    with pytest.raises(SslbenchError, match="head of 'vicreg'"):
+        load_toml(bad).resolved()
+    bad.write_text('[heads.vicreg]\nproj_dim = -1\n')
+    with pytest.raises(SslbenchError, match=r"\[heads.vicreg\]: 'proj_dim' must be a positive int"):
+        load_toml(bad)
+
+
+def test_train_sub_table_applies_to_one_method_and_its_variants(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[run]\npreset = "smoke"\n[train]\nepochs = 2\nlr = 0.5\n[train.simsiam]\nlr = 0.01\n')
+    cfg = load_toml(f).resolved()
+    get = registry("methods").get
+    simsiam, nosg, vicreg = (cfg.recipe(get(n))[0] for n in ("simsiam", "simsiam_nosg", "vicreg"))
+    assert (simsiam.lr, simsiam.epochs, nosg.lr, vicreg.lr, vicreg.epochs) == (0.01, 2, 0.01, 0.5, 2)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train.simsiam]\nlr = "fast"\n')
+    with pytest.raises(SslbenchError, match=r"\[train.simsiam\]: 'lr' must be"):
+        load_toml(bad)
+    bad.write_text('[train.simsaim]\nlr = 0.1\n')
+    with pytest.raises(SslbenchError, match="did you mean 'simsiam'"):
+        load_toml(bad).resolved()
+
+
 def test_heads_table_naming_no_head_of_the_run_fails():
     with pytest.raises(SslbenchError, match="did you mean 'pred_hidden'"):
         RunConfig(preset="smoke", methods=["simsiam"], heads={"pred_hiden": 8}).resolved()
