@@ -68,7 +68,8 @@ def setup(method: str, small: bool, batch: int | None = None, width: int | None 
     cfg = dataclasses.replace(cfg, batch_size=batch, epochs=2, warmup_epochs=0.0, stop_on_collapse=False,
                               probe_images=min(cfg.probe_images, steps * batch))
     data = C.fashion_mnist(n_train=steps * batch, n_test=256)
-    views = TwoViews(*m.views, mean=data.mean, std=data.std)
+    preset = SMOKE if small else QUICK
+    views = TwoViews(*m.resolve_views(preset.name, preset.views), mean=data.mean, std=data.std)
     return Setup(m, data, views, cfg, heads, width)
 
 

@@ -2,7 +2,8 @@
 
 Issue 6, row f: at least 1.0x. Same backbone (sslbench ConvNet, ``quick``
 width 32), same heads (``quick``: projector 256-1024-1024 with a final
-non-affine BN, predictor 1024-256-1024), same batch (256), same views
+non-affine BN, predictor 1024-256-1024), same batch (the preset's: 64 since the quick
+tuning; results.md was measured at 256, ``--batch 256``), same views
 (sslbench's ``TwoViews``), same SGD settings. The lightly side is the loop of
 lightly's SimSiam example: ``SimSiamPredictionHead``, a projection head built
 from lightly's ``ProjectionHead`` blocks with sslbench's 2-layer shape

@@ -1,6 +1,7 @@
 """Render the study's headline table (README and docs/study/README.md) from its written outputs.
 
     python studies/summary_table.py docs/study > docs/study/summary.md
+    python studies/summary_table.py docs/results/quick --train-minutes   # adds pretraining minutes
 
 Reads ``leaderboard.json`` (mean and 95% CI over seeds) and ``analysis.json`` (the
 training-time monitor) from the given folder; prints markdown. Accuracies in %.
@@ -57,20 +58,25 @@ def _monitor(analysis: dict, method: str) -> str:
     return "; ".join(parts)
 
 
-def render(folder: Path) -> str:
-    """The markdown table of ``folder``'s leaderboard and analysis."""
+def render(folder: Path, train_minutes: bool = False) -> str:
+    """The markdown table of ``folder``'s leaderboard and analysis (with a column of
+    pretraining minutes, the mean over seeds, when ``train_minutes``)."""
     board = json.loads((folder / "leaderboard.json").read_text())
     analysis = json.loads((folder / "analysis.json").read_text()) if (folder / "analysis.json").exists() else {}
     head = ["method", "seeds", *(h for _, h, _, _ in COLUMNS), "status (final)", "monitor", "training"]
+    head += ["train min"] if train_minutes else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in board["rows"]:
         name = row["method"] + (" (floor)" if row.get("reference") else "")
         cells = [name, str(row["n_seeds"]), *(_cell(row, c, s, d) for c, _, s, d in COLUMNS)]
         cells += [str(row.get("collapse.status", "")), _monitor(analysis, row["method"]),
                   "-" if row.get("reference") else str(row.get("train.status", ""))]
+        if train_minutes:
+            cells.append("-" if row.get("reference") else f"{row.get('train.minutes', float('nan')):.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    print(render(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/study")), end="")
+    args = [a for a in sys.argv[1:] if a != "--train-minutes"]
+    print(render(Path(args[0] if args else "docs/study"), "--train-minutes" in sys.argv[1:]), end="")

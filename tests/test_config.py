@@ -58,6 +58,7 @@ def test_views_and_heads_tables_layer_on_the_method_recipe(tmp_path):
     _, heads, _ = cfg.recipe(vicreg)
     assert "pred_hidden" not in heads  # a head vicreg does not have is not added
     assert RunConfig(preset="smoke").recipe(simsiam)[2] == simsiam.views
+    assert all(v.crop_scale == (0.6, 1.0) for v in RunConfig(preset="quick").recipe(simsiam)[2])  # Preset.views
 
 
 def test_preset_and_method_views_apply_in_order():
