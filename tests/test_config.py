@@ -1,6 +1,7 @@
 """Config precedence (preset < TOML < flags) and errors that name the key and file."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,14 @@ def test_unknown_names_fail_at_resolve():
         RunConfig(methods=["vicreg_mdo"]).resolved()
     with pytest.raises(SslbenchError, match="did you mean 'quick'"):
         RunConfig(preset="quik").resolved()
+
+
+def test_study_config_pins_the_recipe_it_was_measured_with():
+    """docs/study was measured with the quick recipe of commit 0b55e9b; the study file pins it."""
+    cfg = load_toml(Path(__file__).resolve().parents[1] / "studies" / "loss_variants.toml").resolved()
+    get = registry("methods").get
+    train, heads, views = cfg.recipe(get("vicreg_mod"))
+    assert (train.batch_size, heads["proj_dim"], views[0].crop_scale, train.epochs) == (256, 1024, (0.2, 1.0), 3)
+    train, heads, _ = cfg.recipe(get("simsiam"))
+    assert (train.batch_size, train.lr, heads["proj_dim"]) == (256, 0.1, 1024)
+    assert cfg.recipe(get("simclr"))[1]["proj_dim"] == 128 and cfg.recipe(get("byol"))[0].batch_size == 256
