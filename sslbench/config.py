@@ -154,11 +154,7 @@ class RunConfig:
         """TrainConfig fields to apply on top of ``method``'s preset defaults (the
         run-wide ``[train]`` keys, then its base's and its own sub-table)."""
         run_wide = self.epochs or self.train.get("epochs") or self.preset_obj().epochs
-        over = _for_method(self.train, method)
-        over["epochs"] = _for_method({k: v for k, v in self.train.items() if isinstance(v, dict)}, method).get(
-            "epochs", run_wide
-        )
-        return over
+        return _for_method({**self.train, "epochs": run_wide}, method)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for the result records."""
