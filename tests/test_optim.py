@@ -40,3 +40,24 @@ def test_lars_step_by_hand():
     opt.step()
     trust = 0.02 * 5.0 / 1.0
     assert torch.allclose(w.detach(), torch.tensor([3.0, 4.0]) - 0.5 * trust * torch.tensor([0.6, 0.8]))
+
+
+
+def test_sgd_update_is_bitwise_the_per_tensor_loop():
+    """build_optimizer's SGD (fused where torch has it) moves a model exactly as per-tensor SGD does."""
+    def model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8 * 6 * 6, 16))
+
+    ours, ref = model(), model()
+    opt = build_optimizer(ours, TrainConfig(optimizer="sgd", lr=0.4, batch_size=32, weight_decay=5e-4, momentum=0.9))
+    twin = dict(zip(ours.parameters(), ref.parameters()))
+    plain = torch.optim.SGD([{"params": [twin[q] for q in g["params"]], "lr": g["lr"], "weight_decay": g["weight_decay"]}
+                             for g in opt.param_groups], lr=0.05, momentum=0.9, foreach=False)
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    for _ in range(5):
+        for m, o in ((ours, opt), (ref, plain)):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), ref.parameters()))
