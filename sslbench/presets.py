@@ -36,7 +36,7 @@ SMOKE = Preset("smoke", "digits (8x8), ConvNet width 8, 3 epochs: seconds; used 
 # quick: crops of 60-100% of a 28 px image, not ImageNet's 20-100% (40-100% raised kNN 0.2-1.7 points at 4 epochs,
 # 60-100% VICReg's another 0.6: docs/results/quick/tuning.md)
 QUICK = Preset(
-    "quick", "Fashion-MNIST, ConvNet 32-64-128-256, 4 epochs, crops of 60-100%: about 5 min per method on 2 CPU cores",
+    "quick", "Fashion-MNIST, ConvNet 32-64-128-256, 4 epochs, crops of 60-100%: 4-6.5 min per method on 2 CPU cores",
     "fashion-mnist", "convnet", 32, 4, "digits", views={"crop_scale": (0.6, 1.0)},
 )
 STANDARD = Preset("standard", "Fashion-MNIST, ConvNet 64-128-256-512, 30 epochs: hours on a CPU, minutes on a GPU", "fashion-mnist", "convnet", 64, 30, "digits")

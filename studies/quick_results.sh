@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's `quick` table: every method and built-in variant at the default preset, seed 0,
 # plus the floors, then the leaderboard, the monitor analysis and the table in docs/results/quick/.
-# About 60 min on 2 CPU cores (about 5 min per method); resumable.
+# About 70 min on 2 CPU cores (4-6.5 min per method, plus evaluation); resumable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=runs/quick
