@@ -11,6 +11,10 @@ sslbench's neighbour within ``--tol``; only then can two index lists differ
 (equal-similarity neighbours in another order, or swapped at the k-th place).
 Index agreement is reported too.
 
+torch's fp32 similarity GEMM alone (``test @ train.T`` in chunks, no top-k) is timed as
+well: every exact fp32 search does this product, so the ratio shows how close the
+whole search runs to the machine's matmul speed.
+
     python benchmarks/bench_knn.py            # full size (about 1.5 min + feature extraction once)
     python benchmarks/bench_knn.py --small    # seconds
 """
@@ -44,6 +48,15 @@ def torch_neighbors(train_x: np.ndarray, test_x: np.ndarray, k: int, chunk: int 
             sims.append(s)
             idx.append(j)
     return torch.cat(sims).numpy(), torch.cat(idx).numpy()
+
+
+def similarity_gemm(train_x: np.ndarray, test_x: np.ndarray, chunk: int = 1024) -> None:
+    """Only the ``(N_test, N_train)`` fp32 similarity products, in chunks of queries, no top-k."""
+    tr = torch.nn.functional.normalize(torch.from_numpy(train_x).float(), dim=1)
+    te = torch.nn.functional.normalize(torch.from_numpy(test_x).float(), dim=1)
+    with torch.inference_mode():
+        for i in range(0, te.shape[0], chunk):
+            te[i : i + chunk] @ tr.T
 
 
 def exact_sims(train_x: np.ndarray, test_x: np.ndarray, idx: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -105,6 +118,11 @@ def main() -> int:
             t, results[name] = C.timed(fn)
             times[name] += t
 
+    # The similarity GEMM alone: how close the whole search runs to the machine's matmul speed.
+    gemm_t, _ = C.timed(lambda: similarity_gemm(train_x, test_x), repeats=repeats)
+    gemm_s = C.best(gemm_t)
+    gflop = 2.0 * n_train * n_test * train_x.shape[1] / 1e9
+
     ours_name = next(iter(contenders))
     ours_sims, ours_idx = results[ours_name]
     ours_exact = exact_sims(train_x, test_x, ours_idx)
@@ -125,6 +143,10 @@ def main() -> int:
     rep.check("sslbench similarities are sorted and exact",
               bool(np.all(np.diff(ours_sims, axis=1) <= 1e-6)) and float(np.abs(ours_sims - ours_exact).max()) <= args.tol,
               f"max |faiss sim - float64 sim| {float(np.abs(ours_sims - ours_exact).max()):.2e}")
+    rep.row("(reference) torch fp32 similarity GEMM alone, no top-k", best_s=gemm_s, median_s=C.median(gemm_t))
+    rep.ratio("sslbench search time / torch GEMM alone", ours_t / gemm_s,
+              f"({gflop:.0f} GFLOP of products: sslbench {gflop / ours_t:.0f} GFLOP/s including top-k, "
+              f"torch GEMM {gflop / gemm_s:.0f} GFLOP/s)")
     sk = "sklearn NearestNeighbors(brute, cosine)"
     if sk in times:
         r = C.best(times[sk]) / ours_t

@@ -2,8 +2,8 @@
 
 Issue 6, row f: at least 1.0x. Same backbone (sslbench ConvNet, ``quick``
 width 32), same heads (``quick``: projector 256-1024-1024 with a final
-non-affine BN, predictor 1024-256-1024), same batch (the preset's: 64 since the quick
-tuning; results.md was measured at 256, ``--batch 256``), same views
+non-affine BN, predictor 1024-256-1024), same batch (the preset's, 32; ``--batch N``
+for another), same views
 (sslbench's ``TwoViews``), same SGD settings. The lightly side is the loop of
 lightly's SimSiam example: ``SimSiamPredictionHead``, a projection head built
 from lightly's ``ProjectionHead`` blocks with sslbench's 2-layer shape
@@ -33,6 +33,8 @@ import _common as C
 import _train as T
 import torch
 from torch import nn
+
+from sslbench.registry import registry
 
 
 class LightlySimSiam(nn.Module):
@@ -107,7 +109,8 @@ def same_model_check(ours: nn.Module, theirs: LightlySimSiam, s: T.Setup, seed: 
 
 def main() -> int:
     p = C.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 30, small 4)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed steps per measurement (default: 7680 images' worth, at least 30; small 4)")
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--lightly-head", choices=["matched", "stock"], default="matched")
@@ -122,7 +125,8 @@ def main() -> int:
         rep.params = {"skipped": "lightly not installed"}
         return rep.finish(args.json)
     threads = C.setup_threads(args.threads)
-    steps = args.steps or (4 if args.small else 30)
+    batch = args.batch or (64 if args.small else registry("methods").get("simsiam").resolve("quick")[0].batch_size)
+    steps = args.steps or (4 if args.small else max(30, 7680 // batch))
     repeats = args.repeats or (1 if args.small else 3)
     s = T.setup("simsiam", args.small, args.batch, args.width, steps)
     rep.params = {"batch": s.cfg.batch_size, "width": s.width, "heads": s.heads, "steps": steps, "repeats": repeats,
