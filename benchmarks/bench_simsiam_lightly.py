@@ -128,7 +128,7 @@ def main() -> int:
     batch = args.batch or (64 if args.small else registry("methods").get("simsiam").resolve("quick")[0].batch_size)
     steps = args.steps or (4 if args.small else max(30, 7680 // batch))
     repeats = args.repeats or (1 if args.small else 3)
-    s = T.setup("simsiam", args.small, args.batch, args.width, steps)
+    s = T.setup("simsiam", args.small, batch, args.width, steps)
     rep.params = {"batch": s.cfg.batch_size, "width": s.width, "heads": s.heads, "steps": steps, "repeats": repeats,
                   "lightly": lightly.__version__, "lightly_head": args.lightly_head,
                   "lightly_forward": "concatenated views" if args.lightly_concat else "one forward per view (lightly example)",

@@ -1,4 +1,4 @@
-"""Learning-rate schedule, fixed-lr groups, and one LARS step by hand."""
+"""Learning-rate schedule, fixed-lr groups, one LARS step by hand, and SGD's fused update."""
 
 import math
 
@@ -40,7 +40,6 @@ def test_lars_step_by_hand():
     opt.step()
     trust = 0.02 * 5.0 / 1.0
     assert torch.allclose(w.detach(), torch.tensor([3.0, 4.0]) - 0.5 * trust * torch.tensor([0.6, 0.8]))
-
 
 
 def test_sgd_update_is_bitwise_the_per_tensor_loop():
