@@ -54,6 +54,13 @@ class Setup:
         return build_backbone("convnet", self.data.channels, self.width)
 
 
+def preset_batch(method: str, small: bool) -> int:
+    """The batch :func:`setup` uses by default: the ``quick`` preset's (``small``: 64)."""
+    from sslbench.presets import QUICK
+
+    return 64 if small else registry("methods").get(method).resolve(QUICK.name)[0].batch_size
+
+
 def setup(method: str, small: bool, batch: int | None = None, width: int | None = None, steps: int = 20) -> Setup:
     """The ``quick`` preset of ``method`` on Fashion-MNIST (``small``: the ``smoke`` heads, width 8, batch 64).
 
@@ -63,7 +70,7 @@ def setup(method: str, small: bool, batch: int | None = None, width: int | None 
 
     m = registry("methods").get(method)
     cfg, heads = m.resolve(SMOKE.name if small else QUICK.name)
-    batch = batch or (64 if small else cfg.batch_size)
+    batch = batch or preset_batch(method, small)
     width = width or (SMOKE.width if small else QUICK.width)
     cfg = dataclasses.replace(cfg, batch_size=batch, epochs=2, warmup_epochs=0.0, stop_on_collapse=False,
                               probe_images=min(cfg.probe_images, steps * batch))

@@ -37,10 +37,14 @@ def sklearn_neighbors(train_x: np.ndarray, test_x: np.ndarray, k: int) -> tuple[
     return 1.0 - dist, idx
 
 
+def _normalized(x: np.ndarray) -> torch.Tensor:
+    """Rows of ``x`` as l2-normalised float32 torch rows."""
+    return torch.nn.functional.normalize(torch.from_numpy(x).float(), dim=1)
+
+
 def torch_neighbors(train_x: np.ndarray, test_x: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """l2-normalise, then ``test @ train.T`` and ``topk`` in chunks of ``chunk`` queries."""
-    tr = torch.nn.functional.normalize(torch.from_numpy(train_x).float(), dim=1)
-    te = torch.nn.functional.normalize(torch.from_numpy(test_x).float(), dim=1)
+    tr, te = _normalized(train_x), _normalized(test_x)
     sims, idx = [], []
     with torch.inference_mode():
         for i in range(0, te.shape[0], chunk):
@@ -52,8 +56,7 @@ def torch_neighbors(train_x: np.ndarray, test_x: np.ndarray, k: int, chunk: int 
 
 def similarity_gemm(train_x: np.ndarray, test_x: np.ndarray, chunk: int = 1024) -> None:
     """Only the ``(N_test, N_train)`` fp32 similarity products, in chunks of queries, no top-k."""
-    tr = torch.nn.functional.normalize(torch.from_numpy(train_x).float(), dim=1)
-    te = torch.nn.functional.normalize(torch.from_numpy(test_x).float(), dim=1)
+    tr, te = _normalized(train_x), _normalized(test_x)
     with torch.inference_mode():
         for i in range(0, te.shape[0], chunk):
             te[i : i + chunk] @ tr.T

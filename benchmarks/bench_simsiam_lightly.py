@@ -34,8 +34,6 @@ import _train as T
 import torch
 from torch import nn
 
-from sslbench.registry import registry
-
 
 class LightlySimSiam(nn.Module):
     """lightly's SimSiam example model: backbone -> projection head -> prediction head, ``z`` detached."""
@@ -125,7 +123,7 @@ def main() -> int:
         rep.params = {"skipped": "lightly not installed"}
         return rep.finish(args.json)
     threads = C.setup_threads(args.threads)
-    batch = args.batch or (64 if args.small else registry("methods").get("simsiam").resolve("quick")[0].batch_size)
+    batch = args.batch or T.preset_batch("simsiam", args.small)
     steps = args.steps or (4 if args.small else max(30, 7680 // batch))
     repeats = args.repeats or (1 if args.small else 3)
     s = T.setup("simsiam", args.small, batch, args.width, steps)
