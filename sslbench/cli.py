@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--dataset", help="dataset name (default: the preset's)")
     r.add_argument("--data-root", help="where to look for data first (also SSLBENCH_DATA)")
     r.add_argument("--preset", help="smoke | quick (default) | standard | cifar10")
-    r.add_argument("--epochs", type=int, help="pretraining epochs (default: the preset's)")
+    r.add_argument("--epochs", type=int, help="pretraining epochs of every method (default: the preset's, or a method's own for it)")
     r.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default 0)")
     r.add_argument("--protocols", type=_csv,
                    help="comma-separated protocols (default knn,linear,few_shot,few_shot_transfer,low_shot,collapse)")

@@ -61,7 +61,8 @@ class RunConfig:
         data_root: Where to look for data first (also ``SSLBENCH_DATA``).
         backbone: Backbone name (default: the preset's).
         width: Backbone width (default: the preset's).
-        epochs: Pretraining epochs for every method (default: the preset's).
+        epochs: Pretraining epochs for every method (default: the preset's, or a
+            method's own for the preset where it sets one, e.g. BYOL at ``quick``).
         seeds: Seeds; each method runs once per seed.
         transfer: Dataset of the ``few_shot_transfer`` protocol (default: the
             preset's; ``""`` for none, and that protocol is skipped).
@@ -108,7 +109,6 @@ class RunConfig:
             dataset=self.dataset or p.dataset,
             backbone=self.backbone or p.backbone,
             width=self.width or p.width,
-            epochs=self.epochs or self.train.get("epochs") or p.epochs,
             transfer=p.transfer if self.transfer is None else self.transfer,
         )
         for name in r.methods + r.references:
@@ -147,14 +147,16 @@ class RunConfig:
     def recipe(self, method: Method) -> tuple[TrainConfig, dict[str, int], tuple[ViewConfig, ViewConfig]]:
         """``(train config, head sizes, views)`` of ``method`` in this run: the method's
         preset defaults with the preset's and this config's changes on top."""
-        train, heads = method.resolve(self.preset, self.train_overrides(method), _for_method(self.heads, method))
+        train, heads = method.resolve(
+            self.preset, self.train_overrides(method), _for_method(self.heads, method), self.preset_obj().epochs
+        )
         return train, heads, method.resolve_views(self.preset, self.preset_obj().views, self.views)
 
     def train_overrides(self, method: Method | None = None) -> dict[str, Any]:
         """TrainConfig fields to apply on top of ``method``'s preset defaults (the
-        run-wide ``[train]`` keys, then its base's and its own sub-table)."""
-        run_wide = self.epochs or self.train.get("epochs") or self.preset_obj().epochs
-        return _for_method({**self.train, "epochs": run_wide}, method)
+        run-wide ``[train]`` keys and ``epochs``, then its base's and its own sub-table)."""
+        run_wide = {"epochs": self.epochs} if self.epochs else {}
+        return _for_method({**self.train, **run_wide}, method)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for the result records."""

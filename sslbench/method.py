@@ -105,15 +105,23 @@ class Method:
     encoder: EncoderKind = "trained"
 
     def resolve(
-        self, preset: str, train_overrides: dict[str, Any] | None = None, heads_overrides: dict[str, int] | None = None
+        self,
+        preset: str,
+        train_overrides: dict[str, Any] | None = None,
+        heads_overrides: dict[str, int] | None = None,
+        epochs: int | None = None,
     ) -> tuple[TrainConfig, dict[str, int]]:
         """Train config and head sizes for ``preset``, then user overrides on top.
 
-        ``heads_overrides`` keys this method's heads do not have are ignored (one
-        ``[heads]`` table applies to methods with different heads).
+        ``epochs`` is the preset's epoch count: it applies under this method's own
+        changes for the preset (a method may train longer or shorter there), and
+        ``train_overrides`` apply over both. ``heads_overrides`` keys this method's
+        heads do not have are ignored (one ``[heads]`` table applies to methods with
+        different heads).
         """
         over = self.presets.get(preset, {})
-        train = dataclasses.replace(self.train, **{**over.get("train", {}), **(train_overrides or {})})
+        base = {"epochs": epochs} if epochs else {}
+        train = dataclasses.replace(self.train, **{**base, **over.get("train", {}), **(train_overrides or {})})
         heads = {**self.heads, **over.get("heads", {})}
         heads.update({k: v for k, v in (heads_overrides or {}).items() if k in heads})
         return train, heads

@@ -12,8 +12,19 @@ from sslbench.registry import registry
 
 def test_preset_fills_unset_fields():
     r = RunConfig(preset="smoke").resolved()
-    assert (r.dataset, r.backbone, r.width, r.epochs) == ("digits", "convnet", 8, 3)
-    assert RunConfig(preset="smoke", epochs=7).resolved().epochs == 7
+    assert (r.dataset, r.backbone, r.width) == ("digits", "convnet", 8)
+    simsiam = registry("methods").get("simsiam")
+    assert r.recipe(simsiam)[0].epochs == 3
+    assert RunConfig(preset="smoke", epochs=7).resolved().recipe(simsiam)[0].epochs == 7
+
+
+def test_a_methods_own_preset_epochs_sit_between_the_preset_and_the_user():
+    method = dataclasses.replace(registry("methods").get("simsiam"), presets={"smoke": {"train": {"epochs": 5}}})
+    assert RunConfig(preset="smoke").recipe(method)[0].epochs == 5
+    assert RunConfig(preset="smoke", epochs=7).recipe(method)[0].epochs == 7
+    assert RunConfig(preset="smoke", train={"epochs": 6}).recipe(method)[0].epochs == 6
+    assert RunConfig(preset="smoke", train={"simsiam": {"epochs": 2}}).recipe(method)[0].epochs == 2
+    assert RunConfig(preset="smoke").recipe(registry("methods").get("vicreg"))[0].epochs == 3
 
 
 def test_toml_overrides_preset_and_records_sections(tmp_path):
@@ -22,7 +33,7 @@ def test_toml_overrides_preset_and_records_sections(tmp_path):
     cfg = load_toml(f)
     assert cfg.seeds == [1, 2] and cfg.train == {"lr": 0.5} and cfg.protocol_params == {"knn": {"k": 10}}
     method = registry("methods").get("simsiam")
-    train, _ = method.resolve(cfg.preset, cfg.train_overrides())
+    train, _, _ = cfg.recipe(method)
     assert train.lr == 0.5 and train.epochs == 3
 
 
