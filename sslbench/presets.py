@@ -16,7 +16,8 @@ class Preset:
         dataset: Dataset registry name.
         backbone: Backbone registry name.
         width: Backbone width.
-        epochs: Pretraining epochs.
+        epochs: Pretraining epochs (a method may set its own for this preset in its
+            ``presets[name]["train"]``; the user's ``--epochs`` overrides both).
         transfer: Dataset of the ``few_shot_transfer`` protocol ("" for none).
         views: :class:`~sslbench.augment.ViewConfig` fields changed in both views of
             every method (augmentation strength belongs to the image size).
@@ -36,7 +37,7 @@ SMOKE = Preset("smoke", "digits (8x8), ConvNet width 8, 3 epochs: seconds; used 
 # quick: crops of 60-100% of a 28 px image, not ImageNet's 20-100% (40-100% raised kNN 0.2-1.7 points at 4 epochs,
 # 60-100% VICReg's another 0.6: docs/results/quick/tuning.md)
 QUICK = Preset(
-    "quick", "Fashion-MNIST, ConvNet 32-64-128-256, 4 epochs, crops of 60-100%: 4-6.5 min per method on 2 CPU cores",
+    "quick", "Fashion-MNIST, ConvNet 32-64-128-256, 4 epochs (BYOL 3), crops of 60-100%: 4-6.5 min per method on 2 CPU cores",
     "fashion-mnist", "convnet", 32, 4, "digits", views={"crop_scale": (0.6, 1.0)},
 )
 STANDARD = Preset("standard", "Fashion-MNIST, ConvNet 64-128-256-512, 30 epochs: hours on a CPU, minutes on a GPU", "fashion-mnist", "convnet", 64, 30, "digits")
