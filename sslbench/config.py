@@ -102,7 +102,9 @@ class RunConfig:
         return registry("presets").get(self.preset)
 
     def resolved(self) -> RunConfig:
-        """A copy with every preset-derived field filled in and all names checked."""
+        """A copy with the preset's dataset, backbone, width and transfer filled in and all
+        names checked; ``epochs`` stays as the user set it (:meth:`recipe` resolves each
+        method's epochs, since a method may set its own for the preset)."""
         p = self.preset_obj()
         r = dataclasses.replace(
             self,
