@@ -34,7 +34,8 @@ def sklearn_select_and_fit(train_x, train_y, test_x, test_y, wd_grid, val_fracti
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    from protocols.linear import standardize, stratified_split
+    from protocols._logistic import standardize
+    from protocols.linear import stratified_split
 
     fit_idx, val_idx = stratified_split(train_y, val_fraction, seed)
     xf, xv = (t.numpy() for t in standardize(train_x[fit_idx], train_x[val_idx]))

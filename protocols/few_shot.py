@@ -28,8 +28,6 @@ one intra-op thread (:func:`single_thread`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -37,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from protocols.linear import PRECOND_DAMPING
+from protocols._logistic import PRECOND_DAMPING, single_thread
 from sslbench.errors import SslbenchError
 from sslbench.protocol import Protocol, check_features
 from sslbench.types import Direction, FeatureSet
@@ -208,22 +206,6 @@ def fit_logistic_batched(
 
     opt.step(closure)
     return v.detach() * s[:, :, None], b.detach()
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread inside the block, restoring the setting after.
-
-    The batched solvers issue thousands of tiny ops (a few thousand flops each):
-    splitting them across threads only adds synchronisation, which on a busy
-    machine costs far more than the op itself.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def episode_coordinates(support: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

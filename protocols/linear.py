@@ -6,13 +6,7 @@ Visual Representation Learning"): standardise with train statistics, fit an
 L2-regularised softmax regression, choose the weight decay on a held-out part
 of train, refit on all of train and report test top-1. Solved by full-batch
 L-BFGS in torch on cached features, which is exact and far faster than
-scikit-learn on a CPU.
-
-Features of real encoders are strongly correlated, which makes plain L-BFGS
-crawl (hundreds of iterations at small weight decay). The solver therefore
-runs in whitened coordinates ``W = U diag(s) V`` from the damped
-eigendecomposition of ``x^T x / N`` (:class:`Rotated`): the same objective and
-minimiser, reached in far fewer iterations.
+scikit-learn on a CPU; the preconditioned solver is in :mod:`protocols._logistic`.
 """
 
 from __future__ import annotations
@@ -22,178 +16,18 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from protocols._logistic import (
+    fit_logistic,
+    fit_rotated,
+    rotate,
+    standardize,
+    top1,
+    weights,
+)
 from sslbench.errors import SslbenchError
 from sslbench.protocol import Protocol, check_features
 from sslbench.types import Direction, FeatureSet
-
-STD_FLOOR = 1e-6
-#: Damping of the preconditioner, relative to the mean eigenvalue of the
-#: feature second-moment matrix (1 for standardised features).
-PRECOND_DAMPING = 1e-2
-
-
-def standardize(fit_x: np.ndarray, *others: np.ndarray) -> tuple[torch.Tensor, ...]:
-    """Standardise arrays with the mean and std of ``fit_x`` (std clamped at 1e-6).
-
-    Args:
-        fit_x: ``(N, D)`` features that define the statistics.
-        *others: Further ``(M, D)`` arrays transformed with the same statistics.
-
-    Returns:
-        float32 tensors, ``fit_x`` first, then ``others`` in order (statistics in float64).
-    """
-    x64 = np.asarray(fit_x, dtype=np.float64)
-    mean = x64.mean(axis=0)
-    std = np.maximum(x64.std(axis=0), STD_FLOOR)
-    del x64
-    return tuple(
-        torch.from_numpy(((np.asarray(a, dtype=np.float64) - mean) / std).astype(np.float32))
-        for a in (fit_x, *others)
-    )
-
-
-@dataclass
-class Rotated:
-    """Features in the eigenbasis of their second-moment matrix, for preconditioning.
-
-    With ``x^T x / N = U diag(lam) U^T``, the solver uses weights ``W = U diag(s) V``
-    with ``s = (lam + delta)^(-1/2)``, so that L-BFGS sees the whitened features
-    ``(x U) diag(s)``. This is a change of variables, not of the objective.
-
-    Attributes:
-        x: ``(N, D)`` float32 ``x @ U``.
-        basis: ``(D, D)`` float64 ``U``.
-        eig: ``(D,)`` float64 ``lam``.
-    """
-
-    x: torch.Tensor
-    basis: torch.Tensor
-    eig: torch.Tensor
-
-    def scale(self, wd: float) -> torch.Tensor:
-        """``s = (lam + delta)^(-1/2)``, ``delta = max(PRECOND_DAMPING * mean(lam), wd)``, float64."""
-        delta = max(PRECOND_DAMPING * float(self.eig.mean()), wd, 1e-12)
-        return (self.eig + delta).rsqrt()
-
-
-def rotate(x: torch.Tensor) -> Rotated:
-    """Eigendecompose ``x^T x / N`` and rotate ``x`` into that basis.
-
-    The basis only preconditions the solver (any orthogonal ``U`` gives the same
-    minimiser), so the Gram matrix and the rotation run in float32; the
-    eigendecomposition runs in float64 so that ``U`` is orthogonal to float64
-    precision, which the penalty ``||W||^2 = sum_i s_i^2 ||V_i||^2`` relies on.
-
-    Args:
-        x: ``(N, D)`` features (standardised).
-
-    Returns:
-        The :class:`Rotated` features.
-    """
-    x = x.to(torch.float32)
-    lam, u = torch.linalg.eigh((x.T @ x).to(torch.float64) / x.shape[0])
-    return Rotated(x=x @ u.to(torch.float32), basis=u, eig=lam.clamp_min(0.0))
-
-
-def fit_rotated(
-    rot: Rotated,
-    y: torch.Tensor,
-    num_classes: int,
-    wd: float,
-    max_iter: int = 100,
-    init: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full-batch L-BFGS (strong Wolfe) for softmax regression in rotated coordinates.
-
-    Minimises ``mean_i CE(x_i W + b, y_i) + wd / 2 * ||W||_F^2`` (no penalty on
-    the bias) over ``W = U diag(s) V`` and ``b``, in float32, with the gradient in
-    closed form (``(softmax - onehot) / N`` back through one matmul).
-
-    Args:
-        rot: Rotated features ``(N, D)``.
-        y: ``(N,)`` int64 labels in ``[0, C)``.
-        num_classes: C.
-        wd: Weight decay (L2 coefficient on W).
-        max_iter: Maximum L-BFGS iterations.
-        init: Optional warm start ``(A, b)`` with ``A = U^T W`` ``(D, C)``; zeros otherwise.
-
-    Returns:
-        ``(A, b)`` with ``A = U^T W``, detached; see :func:`weights`.
-    """
-    s64 = rot.scale(wd)
-    s = s64.to(torch.float32)
-    xs = rot.x * s  # whitened features (N, D)
-    n, d = xs.shape
-    if init is None:
-        v = torch.zeros(d, num_classes)
-        b = torch.zeros(num_classes)
-    else:
-        v = (init[0].to(torch.float64) / s64[:, None]).to(torch.float32)
-        b = init[1].detach().clone()
-    penalty = (s * s)[:, None]  # ||W||^2 = sum_i s_i^2 ||V_i||^2 (U orthogonal)
-    onehot = F.one_hot(y, num_classes).to(torch.float32)
-    v.requires_grad_(True)
-    b.requires_grad_(True)
-    opt = torch.optim.LBFGS(
-        [v, b],
-        lr=1.0,
-        max_iter=max_iter,
-        history_size=20,
-        tolerance_grad=1e-6,
-        tolerance_change=1e-9,
-        line_search_fn="strong_wolfe",
-    )
-
-    def closure() -> torch.Tensor:
-        with torch.no_grad():
-            logp = torch.log_softmax(xs @ v + b, dim=1)
-            pv = penalty * v
-            loss = -(logp * onehot).sum() / n + 0.5 * wd * (pv * v).sum()
-            g = (logp.exp() - onehot) / n  # dCE/dlogits, (N, C)
-            v.grad = (g.T @ xs).T.contiguous() + wd * pv  # g^T x: the fast matmul order
-            b.grad = g.sum(dim=0)
-        return loss
-
-    opt.step(closure)
-    return (v.detach().to(torch.float64) * s64[:, None]), b.detach()
-
-
-def weights(rot: Rotated, a: torch.Tensor) -> torch.Tensor:
-    """Map rotated weights ``A = U^T W`` back to ``W = U A`` (float32, ``(D, C)``)."""
-    return (rot.basis @ a.to(torch.float64)).to(torch.float32)
-
-
-def fit_logistic(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    num_classes: int,
-    wd: float,
-    max_iter: int = 100,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multinomial logistic regression ``mean CE + wd/2 ||W||^2`` by preconditioned L-BFGS.
-
-    Args:
-        x: ``(N, D)`` features (standardise them first).
-        y: ``(N,)`` int64 labels in ``[0, C)``.
-        num_classes: C.
-        wd: Weight decay (L2 coefficient on W, none on the bias).
-        max_iter: Maximum L-BFGS iterations.
-
-    Returns:
-        ``(W, b)``: ``(D, C)`` and ``(C,)`` float32.
-    """
-    rot = rotate(x)
-    a, b = fit_rotated(rot, y, num_classes, wd, max_iter)
-    return weights(rot, a), b
-
-
-def top1(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> float:
-    """Top-1 accuracy (fraction) of the linear classifier ``argmax(x W + b)``."""
-    with torch.no_grad():
-        logits = x.to(torch.float32) @ w + b
-        return float((logits.argmax(dim=1) == y).double().mean())
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -34,45 +34,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from protocols.few_shot import single_thread
-from protocols.linear import Rotated, fit_rotated, rotate, top1, weights
+from protocols._logistic import fit_rotated, rotate_span, single_thread, top1, weights
 from sslbench.errors import SslbenchError
 from sslbench.leaderboard import ci95
 from sslbench.protocol import Protocol, check_features
 from sslbench.types import Direction, FeatureSet
 
-#: Eigenvalues of the Gram matrix below this fraction of the largest are dropped.
-RANK_TOL = 1e-9
 #: Suffix of the per-run 95% half-widths over draws. Not ``_ci95``: the
 #: leaderboard writes ``<protocol>.<metric>_ci95`` (over seeds) itself.
 CI_SUFFIX = "_draw_ci95"
-
-
-def rotate_span(x: torch.Tensor) -> Rotated:
-    """Like :func:`protocols.linear.rotate`, but in the span of the rows when ``N < D``.
-
-    With ``x x^T = U diag(lam) U^T`` the orthonormal basis of the row span is
-    ``V = x^T U diag(lam)^(-1/2)`` (``D x r``) and the rows become
-    ``x V = U diag(lam)^(1/2)``, whose second-moment matrix is ``diag(lam) / N``.
-    :func:`protocols.linear.fit_rotated` and :func:`protocols.linear.weights`
-    work unchanged with this non-square basis.
-
-    Args:
-        x: ``(N, D)`` features.
-
-    Returns:
-        :class:`protocols.linear.Rotated` with ``x`` ``(N, r)``, ``basis``
-        ``(D, r)`` and ``eig`` ``(r,)``, ``r = rank(x) <= N``.
-    """
-    n, d = x.shape
-    if n >= d:
-        return rotate(x)
-    x64 = x.to(torch.float64)
-    lam, u = torch.linalg.eigh(x64 @ x64.T)
-    keep = lam > RANK_TOL * lam[-1].clamp_min(1e-300)
-    lam, u = lam[keep], u[:, keep]
-    root = lam.sqrt()
-    return Rotated(x=(u * root).to(torch.float32), basis=(x64.T @ u) / root, eig=lam / n)
 
 
 def draw_rows(y: np.ndarray, k: int, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

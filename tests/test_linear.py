@@ -5,7 +5,8 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from protocols.linear import Linear, fit_logistic, standardize, stratified_split, top1
+from protocols._logistic import fit_logistic, standardize, top1
+from protocols.linear import Linear, stratified_split
 from sslbench.errors import SslbenchError
 from sslbench.types import FeatureSet
 

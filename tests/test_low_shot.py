@@ -6,7 +6,8 @@ import torch
 from scipy import stats
 from sklearn.linear_model import LogisticRegression
 
-from protocols.low_shot import LowShot, draw_rows, rotate_span
+from protocols._logistic import rotate_span
+from protocols.low_shot import LowShot, draw_rows
 from sslbench.errors import SslbenchError
 from sslbench.testing import make_features
 from sslbench.types import FeatureSet
