@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from protocols._logistic import PRECOND_DAMPING, single_thread
 from sslbench.errors import SslbenchError
 from sslbench.protocol import Protocol, check_features
+from sslbench.stats import normal_ci95
 from sslbench.types import Direction, FeatureSet
 
 #: Eigenvalues of a support Gram matrix below this fraction of its largest are
@@ -259,12 +260,6 @@ def logreg_accuracy(
     return logreg_from_coordinates(zs, zq, support.shape[1], wd, max_iter)
 
 
-def mean_ci95(acc: np.ndarray) -> tuple[float, float]:
-    """Mean and 95% half-width ``1.96 * sd / sqrt(E)`` (``sd`` with ``ddof=1``) of episode accuracies."""
-    acc = np.asarray(acc, dtype=np.float64)
-    return float(acc.mean()), float(1.96 * acc.std(ddof=1) / np.sqrt(len(acc)))
-
-
 def l2_rows(x: np.ndarray) -> torch.Tensor:
     """Row-wise l2-normalised float32 tensor (zero rows stay zero)."""
     return F.normalize(torch.from_numpy(np.array(x, dtype=np.float32)), dim=1)
@@ -369,7 +364,7 @@ class FewShot(Protocol):
             acc = self._accuracies(l2_rows(x), eps)
         out: dict[str, float | str] = {}
         for key, a in acc.items():
-            out[f"acc_{key}"], out[f"acc_{key}{CI_SUFFIX}"] = mean_ci95(a)
+            out[f"acc_{key}"], out[f"acc_{key}{CI_SUFFIX}"] = normal_ci95(a)
         out["source"] = source
         self._artifacts = {
             "episode_classes": eps.classes,

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 
 from protocols._logistic import fit_rotated, rotate_span, single_thread, top1, weights
 from sslbench.errors import SslbenchError
-from sslbench.leaderboard import ci95
 from sslbench.protocol import Protocol, check_features
+from sslbench.stats import t_ci95
 from sslbench.types import Direction, FeatureSet
 
 #: Suffix of the per-run 95% half-widths over draws. Not ``_ci95``: the
@@ -140,7 +140,7 @@ class LowShot(Protocol):
         out: dict[str, float | str] = {}
         for j, k in enumerate(ks):
             out[f"top1_{k}shot"] = float(acc[:, j].mean())
-            out[f"top1_{k}shot{CI_SUFFIX}"] = ci95(list(acc[:, j]))
+            out[f"top1_{k}shot{CI_SUFFIX}"] = t_ci95(acc[:, j])
         skipped = [k for k in self.shots if k not in ks]
         if skipped:
             out["skipped_shots"] = ",".join(map(str, skipped))

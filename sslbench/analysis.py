@@ -23,11 +23,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from scipy import stats
 
 from sslbench.io import atomic_write_json, atomic_write_text
+from sslbench.stats import welch_ci95
 from sslbench.store import find_results
 from sslbench.train import PROBE_WARMUP_STEPS
 
@@ -54,18 +54,6 @@ def _runs(results: list[dict[str, Any]]) -> pd.DataFrame:
             {f"{r['protocol']['name']}.{k}": d for k, d in r["protocol"].get("directions", {}).items()}
         )
     return pd.DataFrame(list(rows.values()))
-
-
-def welch_ci95(a: np.ndarray, b: np.ndarray) -> float:
-    """Half-width of the 95% Welch t-interval of ``mean(a) - mean(b)``; NaN with fewer than 2 values each."""
-    if len(a) < 2 or len(b) < 2:
-        return float("nan")
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return 0.0
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return float(stats.t.ppf(0.975, dof) * se)
 
 
 def variant_effects(runs: pd.DataFrame) -> pd.DataFrame:

@@ -188,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if args.debug or e.errno not in _OUTPUT_ERRNOS:
             raise
-        from sslbench.io import output_error  # a write that bypassed sslbench.io: still one line
+        from sslbench.io import (
+            output_error,  # a write that bypassed sslbench.io: still one line
+        )
 
         print(f"sslbench: error: {output_error(e.filename or '?', e)}", file=sys.stderr)
         return 2

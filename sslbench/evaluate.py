@@ -39,14 +39,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from sslbench import leaderboard
+from sslbench import leaderboard, protocol
 from sslbench.backbones import build_backbone
 from sslbench.data import fingerprint, load_dataset
 from sslbench.errors import SslbenchError
 from sslbench.features import encoder_hash, extract
 from sslbench.io import atomic_write_json, load_checkpoint
 from sslbench.lock import RunLock
-from sslbench import protocol
 from sslbench.protocol import Protocol, check_features
 from sslbench.registry import registry
 from sslbench.store import (

@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from sslbench.errors import SslbenchError, did_you_mean
 from sslbench.io import atomic_write_json, atomic_write_text
 from sslbench.registry import registry
+from sslbench.stats import t_ci95
 
 REFERENCE_ENCODERS = ("random_init", "raw_pixels")
 #: ``schema_version`` of leaderboard.json. 1: rows and notes; 2: adds directions,
@@ -50,14 +50,6 @@ SEVERITY = {
     "collapse.status": {"n/a": 0, "healthy": 0, "dimensional": 1, "complete": 2},
     "train.status": {"not_trained": 0, "finished": 0, "collapsed": 1, "diverged": 2},
 }
-
-
-def ci95(values: list[float]) -> float:
-    """Half-width of the 95% Student-t interval of the mean; NaN for fewer than 2 values."""
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) < 2:
-        return float("nan")
-    return float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
 
 
 class _Collected:
@@ -132,7 +124,7 @@ def _rows(c: _Collected) -> list[dict[str, Any]]:
         for col, by_seed in sorted(cols.items()):
             vals = list(by_seed.values())
             row[col] = float(np.mean(vals))
-            row[f"{col}_ci95"] = ci95(vals)
+            row[f"{col}_ci95"] = t_ci95(vals)
         for col, values in c.labels.get(m, {}).items():
             row[col] = "/".join(sorted(values))
         rows.append(row)

@@ -47,7 +47,6 @@ from sslbench.store import (
 from sslbench.train import METRICS, TrainOutcome, pretrain
 from sslbench.types import ImageData
 
-
 #: Why a protocol is skipped, per lacking requirement.
 _WHY = {"transfer": "it requires a transfer set (set `transfer` under [run], or --transfer)"}
 

@@ -30,10 +30,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from sslbench.augment import TwoViews
 from sslbench import distributed as dist
-from sslbench.augment import normalize
-from sslbench.errors import SslbenchError
+from sslbench.augment import TwoViews, normalize
 from sslbench.embedding_stats import (
     collapse_status,
     is_completely_collapsed,
@@ -41,8 +39,15 @@ from sslbench.embedding_stats import (
     std_of_l2_normalized,
     uniformity,
 )
+from sslbench.errors import SslbenchError
 from sslbench.faults import maybe_fault
-from sslbench.io import atomic_append_line, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from sslbench.io import (
+    atomic_append_line,
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+)
 from sslbench.method import TrainConfig
 from sslbench.optim import build_optimizer, lr_at, set_lr
 from sslbench.types import ImageData

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from sslbench.analysis import analyze, welch_ci95, write
+from sslbench.analysis import analyze, write
+from sslbench.stats import welch_ci95
 
 
 def _result(method: str, seed: int, base: str | None, linear: float, rankme: float, status: str = "healthy") -> dict:

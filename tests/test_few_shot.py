@@ -5,8 +5,15 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from protocols.few_shot import FewShot, FewShotTransfer, centroid_accuracy, l2_rows, mean_ci95, sample_episodes
+from protocols.few_shot import (
+    FewShot,
+    FewShotTransfer,
+    centroid_accuracy,
+    l2_rows,
+    sample_episodes,
+)
 from sslbench.errors import SslbenchError
+from sslbench.stats import normal_ci95
 from sslbench.testing import make_features
 from sslbench.types import FeatureSet
 
@@ -60,7 +67,7 @@ def test_cosine_centroid_rule_by_hand():
 
 
 def test_ci_formula():
-    mean, ci = mean_ci95(np.array([0.0, 1.0, 0.0, 1.0]))
+    mean, ci = normal_ci95(np.array([0.0, 1.0, 0.0, 1.0]))
     assert mean == 0.5
     assert ci == pytest.approx(1.96 * np.sqrt(1 / 3) / 2)  # sd (ddof=1) = sqrt(1/3)
     protocol = FewShot(episodes=50)
