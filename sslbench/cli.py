@@ -108,7 +108,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from sslbench.evaluate import EvalConfig, evaluate
+    from sslbench.external import EvalConfig, evaluate
 
     fields = {f.name for f in dataclasses.fields(EvalConfig)}
     failures = evaluate(EvalConfig(**{k: v for k, v in vars(args).items() if k in fields}))

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from sslbench.errors import SslbenchError
-from sslbench.evaluate import OPTIONAL_ARRAYS, REQUIRED_ARRAYS, load_features
+from sslbench.feature_files import OPTIONAL_ARRAYS, REQUIRED_ARRAYS, load_features
 
 DTYPES = [np.float32, np.float64, np.float16, np.int64, np.int32, np.uint8, np.uint64, np.bool_, np.complex64]
 NAMES = list(REQUIRED_ARRAYS + OPTIONAL_ARRAYS) + ["X_train"]
