@@ -11,7 +11,7 @@ from torch import nn
 
 from baselines.joint_embedding import JointEmbedding
 from baselines.losses.barlow_twins import BarlowTwinsConfig, barlow_twins_terms
-from sslbench.augment import ViewConfig
+from sslbench.method import ViewConfig
 from sslbench.heads import mlp
 from sslbench.method import Method, TrainConfig
 

@@ -6,24 +6,13 @@ Recipe: LARS, base lr 0.4 (solo-learn CIFAR), wd 1e-5, tau 0.2 (CIFAR), warmup t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from baselines.joint_embedding import JointEmbedding
-from baselines.losses.nt_xent import nt_xent_loss
+from baselines.losses.nt_xent import SimCLRConfig, nt_xent_loss
 from sslbench.heads import mlp
 from sslbench.method import Method, TrainConfig
-
-
-@dataclass(frozen=True)
-class SimCLRConfig:
-    """Attributes:
-    temperature: NT-Xent tau (0.5 is lightly's default; 0.1-0.2 typical for CIFAR).
-    """
-
-    temperature: float = 0.2
 
 
 def build_simclr(backbone: nn.Module, heads: dict[str, int], loss: SimCLRConfig) -> JointEmbedding:

@@ -9,26 +9,12 @@ cosine schedule, no warmup.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from baselines.losses.negative_cosine import symmetric_negative_cosine
+from baselines.losses.negative_cosine import SimSiamConfig, symmetric_negative_cosine
 from sslbench.heads import mlp
 from sslbench.method import Method, StepOutput, TrainConfig
-
-
-@dataclass(frozen=True)
-class SimSiamConfig:
-    """Loss config of SimSiam.
-
-    Attributes:
-        stop_gradient: Detach the projector outputs used as targets. Without it
-            SimSiam collapses (Chen & He 2021, fig. 2).
-    """
-
-    stop_gradient: bool = True
 
 
 class SimSiamModel(nn.Module):
@@ -37,7 +23,7 @@ class SimSiamModel(nn.Module):
     Args:
         backbone: Module with ``out_dim``.
         heads: ``proj_hidden``, ``proj_dim``, ``pred_hidden``.
-        loss: :class:`SimSiamConfig`.
+        loss: :class:`~baselines.losses.negative_cosine.SimSiamConfig`.
     """
 
     def __init__(self, backbone: nn.Module, heads: dict[str, int], loss: SimSiamConfig) -> None:

@@ -15,8 +15,12 @@ from baselines.simsiam import SIMSIAM
 from baselines.vicreg import VICREG
 from sslbench.method import derive_variant
 
-VICREG_NOVAR = derive_variant(VICREG, "vicreg_novar", "VICReg without the variance term (collapses)", var_coeff=0.0)
-VICREG_NOCOV = derive_variant(VICREG, "vicreg_nocov", "VICReg without the covariance term (dimensional collapse)", cov_coeff=0.0)
-SIMSIAM_NOSG = derive_variant(SIMSIAM, "simsiam_nosg", "SimSiam without stop-gradient (collapses)", stop_gradient=False)
-BYOL_NOEMA = derive_variant(BYOL, "byol_noema", "BYOL with tau = 0: the target is the online network", tau_base=0.0, tau_final=0.0)
-BARLOW_TWINS_LAMBDA05 = derive_variant(BARLOW_TWINS, "barlow_twins_lambda05", "Barlow Twins with lambda = 0.05 (about 10x)", lambd=0.05)
+VICREG_NOVAR = derive_variant(VICREG, "vicreg_novar", "VICReg without the variance term (collapses)", loss={"var_coeff": 0.0})
+VICREG_NOCOV = derive_variant(VICREG, "vicreg_nocov", "VICReg without the covariance term (dimensional collapse)",
+                              loss={"cov_coeff": 0.0})
+SIMSIAM_NOSG = derive_variant(SIMSIAM, "simsiam_nosg", "SimSiam without stop-gradient (collapses)",
+                              loss={"stop_gradient": False})
+BYOL_NOEMA = derive_variant(BYOL, "byol_noema", "BYOL with tau = 0: the target is the online network",
+                            target={"tau_base": 0.0, "tau_final": 0.0})
+BARLOW_TWINS_LAMBDA05 = derive_variant(BARLOW_TWINS, "barlow_twins_lambda05", "Barlow Twins with lambda = 0.05 (about 10x)",
+                                       loss={"lambd": 0.05})

@@ -25,5 +25,5 @@ VICREG_MOD = derive_variant(
     VICREG,
     "vicreg_mod",
     "VICReg with the covariance term on each branch's correlation matrix",
-    cov_mode="correlation",
+    loss={"cov_mode": "correlation"},
 )

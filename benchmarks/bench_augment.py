@@ -29,7 +29,7 @@ import _common as C
 import _train as T
 import torch
 
-from sslbench.augment import ViewConfig
+from sslbench.method import ViewConfig
 from sslbench.optim import build_optimizer
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from sslbench.embedding_stats import (
+    COLLAPSE_STATUSES,
     alignment,
     alpha_req,
     collapse_status,
@@ -29,11 +30,12 @@ from sslbench.embedding_stats import (
     variance_hinge,
 )
 from sslbench.errors import SslbenchError
-from sslbench.protocol import Protocol, check_features
+from sslbench.protocol import Evaluation, Protocol
+from sslbench.records import NOT_APPLICABLE
 from sslbench.types import Direction, FeatureSet
 
-#: Feature-set keys of the two layers: (rows read, positive-pair views a and b).
-LAYERS = {"": ("test_x", "pair_xa", "pair_xb"), "z_": ("test_z", "pair_za", "pair_zb")}
+#: Metric prefix of each layer read.
+PREFIXES = {"backbone": "", "projector": "z_"}
 
 
 def subsample_rows(x: np.ndarray, max_samples: int, seed: int) -> np.ndarray:
@@ -84,7 +86,8 @@ def collapse_metrics(z: np.ndarray, uniformity_samples: int = 2000) -> tuple[dic
     return metrics, spectrum
 
 
-STATUS_CODES = {"healthy": 0.0, "dimensional": 1.0, "complete": 2.0}
+#: ``status_code`` of each status: its position in the severity order.
+STATUS_CODES = {s: float(i) for i, s in enumerate(COLLAPSE_STATUSES)}
 
 
 @dataclass
@@ -92,10 +95,9 @@ class Collapse(Protocol):
     """The collapse suite on a seeded subsample of the test split; labels unused.
 
     Reads the backbone features (unprefixed metrics, see :func:`collapse_metrics`)
-    and, when the features carry projector outputs (``extra["test_z"]``), the same
-    readings prefixed ``z_``. With positive pairs (``extra["pair_xa"]``/``["pair_xb"]``,
-    and ``pair_za``/``pair_zb`` for the projector: two views of the same images made
-    with the method's augmentations) it adds ``alignment``/``z_alignment``.
+    and, when the features carry projector outputs, the same readings prefixed
+    ``z_``. With positive pairs (two views of the same images made with the
+    method's augmentations) it adds ``alignment``/``z_alignment``.
 
     ``status`` is ``healthy``, ``dimensional`` or ``complete``
     (:func:`sslbench.embedding_stats.collapse_status`, the same rule the training
@@ -104,7 +106,7 @@ class Collapse(Protocol):
     get ``status`` ``"n/a"`` and no code: post-ReLU backbone features all lie in
     the positive orthant, so their uncentred readings are small even when healthy
     (a random ConvNet at 84.9% linear reads std_l2 0.005 against 1/sqrt(256) =
-    0.0625) and a threshold on them would misfire. :meth:`artifacts` holds the
+    0.0625) and a threshold on them would misfire. The artifacts are the
     covariance spectra ``spectrum_backbone`` (and ``spectrum_projector``).
 
     Attributes:
@@ -125,6 +127,12 @@ class Collapse(Protocol):
         "status_code": "lower",
     }
     main_metric: ClassVar[str] = "rankme"
+    labels: ClassVar[dict[str, tuple[str, ...]]] = {"status": COLLAPSE_STATUSES}
+    #: RankMe lives on the scale of the feature dimension: allow 5% of its baseline.
+    tolerances: ClassVar[dict[str, str]] = {"rankme": "5%", "z_rankme": "5%"}
+    readings: ClassVar[tuple[str, ...]] = ("rankme", "z_rankme", "alpha_req", "z_alpha_req", "uniformity",
+                                           "z_uniformity", "z_alignment")
+    plots: ClassVar[dict[str, str]] = {"spectrum_backbone": "spectrum", "spectrum_projector": "spectrum"}
 
     max_samples: int = 10000
     uniformity_samples: int = 2000
@@ -136,29 +144,25 @@ class Collapse(Protocol):
                 f"{self.max_samples} and {self.uniformity_samples}"
             )
 
-    def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float | str]:
-        """The collapse suite on ``features.test_x`` (and projector outputs, pairs); see the class docstring."""
-        check_features(features)
-        if len(features.test_x) < 2:
+    def evaluate(self, features: FeatureSet, seed: int) -> Evaluation:
+        """The collapse suite on the test split (and projector outputs, pairs); see the class docstring."""
+        if len(features.test.x) < 2:
             raise SslbenchError(
-                f"collapse: need at least 2 test rows, got {len(features.test_x)} (run {features.run or '?'})"
+                f"collapse: need at least 2 test rows, got {len(features.test.x)} (run {features.run or '?'})"
             )
-        out: dict[str, float | str] = {"status": "n/a"}
-        self._artifacts: dict[str, np.ndarray] = {}
-        arrays = {"test_x": features.test_x, **features.extra}
-        for prefix, (rows, pa, pb) in LAYERS.items():
-            if rows not in arrays:
+        out: dict[str, float | str] = {"status": NOT_APPLICABLE}
+        artifacts: dict[str, np.ndarray] = {}
+        for layer, prefix in PREFIXES.items():
+            rows = features.test.layer(layer)
+            if rows is None:
                 continue
-            m, spectrum = collapse_metrics(subsample_rows(arrays[rows], self.max_samples, seed), self.uniformity_samples)
-            if pa in arrays and pb in arrays:
-                m["alignment"] = alignment(arrays[pa], arrays[pb])
+            m, spectrum = collapse_metrics(subsample_rows(rows, self.max_samples, seed), self.uniformity_samples)
+            pairs = features.pairs.layer(layer) if features.pairs is not None else None
+            if pairs is not None:
+                m["alignment"] = alignment(*pairs)
             out.update({prefix + k: v for k, v in m.items()})
-            self._artifacts["spectrum_projector" if prefix else "spectrum_backbone"] = spectrum
-        if "test_z" in arrays:
+            artifacts[f"spectrum_{layer}"] = spectrum
+        if features.test.z is not None:
             out["status"] = collapse_status(out["z_std_l2"], int(out["z_dim"]), out["z_rankme"], out["z_uniformity"])
             out["status_code"] = STATUS_CODES[out["status"]]
-        return out
-
-    def artifacts(self) -> dict[str, np.ndarray]:
-        """Covariance spectra of the last call (``spectrum_backbone``, ``spectrum_projector``)."""
-        return dict(getattr(self, "_artifacts", {}))
+        return Evaluation(out, artifacts)

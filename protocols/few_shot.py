@@ -27,7 +27,6 @@ one intra-op thread (:func:`single_thread`).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -36,8 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from protocols._logistic import PRECOND_DAMPING, single_thread
-from sslbench.errors import SslbenchError
-from sslbench.protocol import Protocol, check_features
+from sslbench.errors import NotApplicable, SslbenchError
+from sslbench.protocol import Evaluation, Protocol
+from sslbench.records import MetricMeta
 from sslbench.stats import normal_ci95
 from sslbench.types import Direction, FeatureSet
 
@@ -83,14 +83,14 @@ def sample_episodes(
         The :class:`Episodes`.
 
     Raises:
-        SslbenchError: when fewer than ``ways`` classes have enough samples.
+        NotApplicable: when fewer than ``ways`` classes have enough samples.
     """
     y = np.asarray(y)
     classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
     need = shots + queries
     eligible = np.flatnonzero(counts >= need)
     if len(eligible) < ways:
-        raise SslbenchError(
+        raise NotApplicable(
             f"few_shot: {ways}-way episodes with {shots} shots + {queries} queries need "
             f"{ways} classes with >= {need} samples; only {len(eligible)} of {len(classes)} have them"
         )
@@ -275,14 +275,13 @@ class FewShot(Protocol):
     """N-way K-shot episodes: nearest cosine centroid and per-episode logistic regression.
 
     Episodes come from ``split``: ``test`` (the default: in-domain, held out
-    from any probe fitting), ``train``, or ``transfer`` (``features.extra
-    ["transfer_x"]``/``["transfer_y"]``, another dataset; see
-    :class:`FewShotTransfer`); the string ``source`` in the result says which. For each K in ``shots``: ``acc_<K>shot_centroid`` and
+    from any probe fitting), ``train``, or ``transfer`` (``features.transfer``,
+    another dataset; see :class:`FewShotTransfer`); the string ``source`` in the
+    result says which. For each K in ``shots``: ``acc_<K>shot_centroid`` and
     ``acc_<K>shot_logreg`` (mean fractions over episodes) and their 95%
     half-widths ``acc_<K>shot_<clf>_episode_ci95``. The main metric is
     ``acc_5shot_centroid`` (or the largest K's when 5 is not in ``shots``).
-    :meth:`artifacts` returns the episode list and per-episode accuracies of
-    the last call.
+    The artifacts are the episode list and the per-episode accuracies.
 
     Attributes:
         ways: Classes per episode (N).
@@ -327,36 +326,24 @@ class FewShot(Protocol):
             raise SslbenchError(f"few_shot: need wd > 0 and max_iter >= 1, got wd={self.wd}, max_iter={self.max_iter}")
         if self.split not in ("train", "test", "transfer"):
             raise SslbenchError(f"{self.name}: split must be 'train', 'test' or 'transfer', got {self.split!r}")
-        self.metrics = {f"acc_{k}shot_{c}": "higher" for k in self.shots for c in ("centroid", "logreg")}
-        self.main_metric = f"acc_{5 if 5 in self.shots else self.shots[-1]}shot_centroid"
+
+    def meta(self) -> MetricMeta:
+        """The metric names follow ``shots``; the main metric is the 5-shot centroid (else the largest K)."""
+        return MetricMeta({f"acc_{k}shot_{c}": "higher" for k in self.shots for c in ("centroid", "logreg")},
+                          f"acc_{5 if 5 in self.shots else self.shots[-1]}shot_centroid")
 
     def _source(self, features: FeatureSet) -> tuple[np.ndarray, np.ndarray, str]:
-        extra = features.extra
-        has_x, has_y = "transfer_x" in extra, "transfer_y" in extra
-        if has_x != has_y:
-            raise SslbenchError(
-                f"few_shot: run {features.run or '?'} has only one of transfer_x/transfer_y"
+        if self.split != "transfer":
+            split = features.train if self.split == "train" else features.test
+            return split.x, split.y, self.split
+        if features.transfer is None:
+            raise NotApplicable(
+                f"{self.name}: split='transfer' but run {features.run or '?'} has no transfer split "
+                "(set a transfer dataset: `transfer = \"digits\"` under [run])"
             )
-        # check_features wants every extra 2-D; transfer_y is a label vector.
-        check_features(dataclasses.replace(
-            features, extra={k: v for k, v in extra.items() if k not in ("transfer_x", "transfer_y")}
-        ))
-        if self.split == "transfer":
-            if not has_x:
-                raise SslbenchError(
-                    f"{self.name}: split='transfer' but run {features.run or '?'} has no transfer_x/transfer_y "
-                    "(set a transfer dataset: `transfer = \"digits\"` under [run])"
-                )
-            x, y = np.asarray(extra["transfer_x"]), np.asarray(extra["transfer_y"])
-            if x.ndim != 2 or y.shape != (len(x),) or not np.isfinite(x).all():
-                raise SslbenchError(
-                    f"few_shot: transfer_x must be finite (N, D) with transfer_y (N,), got "
-                    f"{x.shape} and {y.shape} (run {features.run or '?'})"
-                )
-            return x, y, "transfer"
-        return getattr(features, f"{self.split}_x"), getattr(features, f"{self.split}_y"), self.split
+        return features.transfer.x, features.transfer.y, "transfer"
 
-    def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float | str]:
+    def evaluate(self, features: FeatureSet, seed: int) -> Evaluation:
         """Mean episode accuracies (fractions) and their 95% half-widths; see the class docstring."""
         x, y, source = self._source(features)
         eps = sample_episodes(y, self.ways, self.shots[-1], self.queries, self.episodes, seed)
@@ -366,13 +353,13 @@ class FewShot(Protocol):
         for key, a in acc.items():
             out[f"acc_{key}"], out[f"acc_{key}{CI_SUFFIX}"] = normal_ci95(a)
         out["source"] = source
-        self._artifacts = {
+        artifacts = {
             "episode_classes": eps.classes,
             "episode_support": eps.support,
             "episode_query": eps.query,
             **{f"episode_acc_{key}": a for key, a in acc.items()},
         }
-        return out
+        return Evaluation(out, artifacts)
 
     def _accuracies(self, xn: torch.Tensor, eps: Episodes) -> dict[str, np.ndarray]:
         """Per-episode accuracies ``{"<K>shot_<clf>": (E,)}`` on normalised features ``xn``."""
@@ -389,11 +376,6 @@ class FewShot(Protocol):
             zs, zq = (torch.cat(parts) for parts in zip(*coords.pop(k)))
             acc[f"{k}shot_logreg"] = logreg_from_coordinates(zs, zq, self.ways, self.wd, self.max_iter).numpy()
         return acc
-
-    def artifacts(self) -> dict[str, np.ndarray]:
-        """The last call's episodes (class ids, support and query rows of the source split) and
-        per-episode accuracies ``episode_acc_<K>shot_<clf>``; empty before any call."""
-        return dict(getattr(self, "_artifacts", {}))
 
 
 @dataclass

@@ -17,7 +17,8 @@ import faiss
 import numpy as np
 
 from sslbench.errors import SslbenchError
-from sslbench.protocol import Protocol, check_features
+from sslbench.protocol import Evaluation, Protocol
+from sslbench.records import MetricMeta
 from sslbench.types import Direction, FeatureSet
 
 
@@ -263,7 +264,7 @@ class KNN(Protocol):
         temperature: T in the vote weight ``exp(sim / T)``.
         extra_k: Further neighbour counts reported as ``top1_k<e>``.
         layer: ``backbone`` (the standard) or ``projector`` (the method's
-            projector outputs, ``extra["train_z"]``/``extra["test_z"]``).
+            projector outputs, ``features.train.z``/``features.test.z``).
         metric: ``cosine`` or ``l2``.
         index: ``flat`` (exact, the default) or ``ivf`` (approximate; for millions of rows).
         nlist: IVF cells.
@@ -307,25 +308,22 @@ class KNN(Protocol):
             raise SslbenchError(f"knn: k and extra_k must be >= 1, got k={self.k}, extra_k={self.extra_k}")
         if not self.temperature > 0:
             raise SslbenchError(f"knn: temperature must be > 0, got {self.temperature}")
-        # The metric names follow extra_k; the class attribute lists the defaults.
-        self.metrics = {"top1": "higher", **{f"top1_k{e}": "higher" for e in self.extra_k}}
 
-    def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float]:
-        """Top-1 accuracies (fractions) of the weighted kNN; ``seed`` is unused (exact search)."""
-        check_features(features)
-        if features.train_y.min() < 0 or features.test_y.min() < 0:
-            raise SslbenchError(f"knn: labels must be >= 0 (run {features.run or '?'})")
+    def meta(self) -> MetricMeta:
+        """The metric names follow ``extra_k``; the class attribute lists the defaults."""
+        return MetricMeta({"top1": "higher", **{f"top1_k{e}": "higher" for e in self.extra_k}}, "top1")
+
+    def evaluate(self, features: FeatureSet, seed: int) -> Evaluation:
+        """Top-1 accuracies (fractions) of the weighted kNN; ``seed`` only seeds the IVF training subsample."""
         ks = sorted({self.k, *self.extra_k})
-        train_x, test_x = features.train_x, features.test_x
-        if self.layer == "projector":
-            if "train_z" not in features.extra:
-                raise SslbenchError(f"knn: layer='projector' but run {features.run or '?'} has no projector outputs")
-            train_x, test_x = features.extra["train_z"], features.extra["test_z"]
+        train_x, test_x = features.train.layer(self.layer), features.test.layer(self.layer)
+        if train_x is None or test_x is None:
+            raise SslbenchError(f"knn: layer='projector' but run {features.run or '?'} has no projector outputs")
         acc = knn_top1(
             train_x,
-            features.train_y,
+            features.train.y,
             test_x,
-            features.test_y,
+            features.test.y,
             ks,
             self.temperature,
             features.num_classes,
@@ -336,4 +334,4 @@ class KNN(Protocol):
             device=self.device,
             seed=seed,
         )
-        return {"top1": acc[self.k], **{f"top1_k{e}": acc[e] for e in self.extra_k}}
+        return Evaluation({"top1": acc[self.k], **{f"top1_k{e}": acc[e] for e in self.extra_k}})

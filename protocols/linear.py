@@ -26,7 +26,7 @@ from protocols._logistic import (
     weights,
 )
 from sslbench.errors import SslbenchError
-from sslbench.protocol import Protocol, check_features
+from sslbench.protocol import Evaluation, Protocol
 from sslbench.types import Direction, FeatureSet
 
 
@@ -150,19 +150,16 @@ class Linear(Protocol):
         if self.max_iter < 1:
             raise SslbenchError(f"linear: max_iter must be >= 1, got {self.max_iter}")
 
-    def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float]:
+    def evaluate(self, features: FeatureSet, seed: int) -> Evaluation:
         """Test top-1 of the probe with the weight decay selected on held-out train."""
-        check_features(features)
-        if features.train_y.min() < 0 or features.test_y.min() < 0:
-            raise SslbenchError(f"linear: labels must be >= 0 (run {features.run or '?'})")
-        return select_and_fit(
-            features.train_x,
-            features.train_y,
-            features.test_x,
-            features.test_y,
+        return Evaluation(select_and_fit(
+            features.train.x,
+            features.train.y,
+            features.test.x,
+            features.test.y,
             self.wd_grid,
             self.val_fraction,
             self.max_iter,
             seed,
             features.num_classes,
-        )
+        ))

@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from protocols._logistic import fit_rotated, rotate_span, single_thread, top1, weights
-from sslbench.errors import SslbenchError
-from sslbench.protocol import Protocol, check_features
+from sslbench.errors import NotApplicable, SslbenchError
+from sslbench.protocol import Evaluation, Protocol
+from sslbench.records import MetricMeta
 from sslbench.stats import t_ci95
 from sslbench.types import Direction, FeatureSet
 
@@ -78,8 +79,8 @@ class LowShot(Protocol):
     seeded draws, a fraction) and ``top1_<k>shot_draw_ci95`` (Student-t 95%
     half-width over the draws). A k larger than the smallest train class is
     left out and named in the string ``skipped_shots``. The main metric is
-    ``top1_10shot`` (the largest k when 10 is not in ``shots``).
-    :meth:`artifacts` returns the drawn rows and per-draw accuracies.
+    ``top1_10shot`` (the largest k when 10 is not in ``shots``). The artifacts
+    are the drawn rows and the per-draw accuracies.
 
     Attributes:
         shots: Labelled samples per class (each k).
@@ -109,34 +110,28 @@ class LowShot(Protocol):
             raise SslbenchError(f"low_shot: draws must be >= 2 (for the interval), got {self.draws}")
         if not self.wd > 0 or self.max_iter < 1:
             raise SslbenchError(f"low_shot: need wd > 0 and max_iter >= 1, got wd={self.wd}, max_iter={self.max_iter}")
-        self.metrics = {f"top1_{k}shot": "higher" for k in self.shots}
-        self.main_metric = f"top1_{10 if 10 in self.shots else self.shots[-1]}shot"
 
-    def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float | str]:
+    def meta(self) -> MetricMeta:
+        """The metric names follow ``shots``; the main metric is 10-shot (else the largest k)."""
+        return MetricMeta({f"top1_{k}shot": "higher" for k in self.shots},
+                          f"top1_{10 if 10 in self.shots else self.shots[-1]}shot")
+
+    def evaluate(self, features: FeatureSet, seed: int) -> Evaluation:
         """Mean test top-1 over draws and its 95% half-width for each k; see the class docstring."""
-        check_features(features)
-        classes, counts = np.unique(features.train_y, return_counts=True)
-        main_k = int(self.main_metric.split("_")[1].removesuffix("shot"))
+        train_y, test_y_raw = features.train.y, features.test.y
+        classes, counts = np.unique(train_y, return_counts=True)
+        main_k = int(self.meta().main.split("_")[1].removesuffix("shot"))
         if counts.min() < main_k:
-            raise SslbenchError(
+            raise NotApplicable(
                 f"low_shot: the main metric needs {main_k} train samples per class; class "
                 f"{classes[counts.argmin()]} has {counts.min()} (run {features.run or '?'})"
             )
         ks = [k for k in self.shots if k <= counts.min()]
-        classes, rows = draw_rows(features.train_y, ks[-1], self.draws, seed)
+        classes, rows = draw_rows(train_y, ks[-1], self.draws, seed)
         n_cls = len(classes)
-        pos = np.minimum(np.searchsorted(classes, features.test_y), n_cls - 1)
-        test_y = torch.from_numpy(np.where(classes[pos] == features.test_y, pos, -1).astype(np.int64))
-        acc = np.empty((self.draws, len(ks)))
-        with single_thread():  # small problems: threads would only add synchronisation
-            test_x = F.normalize(torch.from_numpy(np.array(features.test_x, dtype=np.float32)), dim=1)
-            for d in range(self.draws):
-                for j, k in enumerate(ks):
-                    idx = rows[d, :, :k].ravel()
-                    x = F.normalize(torch.as_tensor(np.asarray(features.train_x[idx], dtype=np.float32)), dim=1)
-                    rot = rotate_span(x)
-                    a, b = fit_rotated(rot, torch.arange(n_cls).repeat_interleave(k), n_cls, self.wd, self.max_iter)
-                    acc[d, j] = top1(test_x, test_y, weights(rot, a), b)
+        pos = np.minimum(np.searchsorted(classes, test_y_raw), n_cls - 1)
+        test_y = torch.from_numpy(np.where(classes[pos] == test_y_raw, pos, -1).astype(np.int64))
+        acc = self._accuracies(features, rows, ks, n_cls, test_y)
         out: dict[str, float | str] = {}
         for j, k in enumerate(ks):
             out[f"top1_{k}shot"] = float(acc[:, j].mean())
@@ -144,15 +139,25 @@ class LowShot(Protocol):
         skipped = [k for k in self.shots if k not in ks]
         if skipped:
             out["skipped_shots"] = ",".join(map(str, skipped))
-        self._artifacts = {
+        artifacts = {
             "draw_classes": classes.astype(np.int64),
             "draw_rows": rows,
             "shots": np.asarray(ks, dtype=np.int64),
             "draw_top1": acc,
         }
-        return out
+        return Evaluation(out, artifacts)
 
-    def artifacts(self) -> dict[str, np.ndarray]:
-        """The last call's class ids, drawn train rows ``(draws, C, k_max)`` (the k-shot set is
-        ``[..., :k]``), the k values and per-draw top-1 ``(draws, len(shots))``; empty before any call."""
-        return dict(getattr(self, "_artifacts", {}))
+    def _accuracies(self, features: FeatureSet, rows: np.ndarray, ks: list[int], n_cls: int,
+                    test_y: torch.Tensor) -> np.ndarray:
+        """Test top-1 ``(draws, len(ks))`` of a probe fitted on each draw's k-shot rows."""
+        acc = np.empty((self.draws, len(ks)))
+        with single_thread():  # small problems: threads would only add synchronisation
+            test_x = F.normalize(torch.from_numpy(np.array(features.test.x, dtype=np.float32)), dim=1)
+            for d in range(self.draws):
+                for j, k in enumerate(ks):
+                    idx = rows[d, :, :k].ravel()
+                    x = F.normalize(torch.as_tensor(np.asarray(features.train.x[idx], dtype=np.float32)), dim=1)
+                    rot = rotate_span(x)
+                    a, b = fit_rotated(rot, torch.arange(n_cls).repeat_interleave(k), n_cls, self.wd, self.max_iter)
+                    acc[d, j] = top1(test_x, test_y, weights(rot, a), b)
+        return acc

@@ -1,19 +1,20 @@
 """``sslbench analyze``: what the point changes to a loss did, from a finished sweep.
 
-Three answers, each computed from the result JSONs and training logs of one or
-more run directories (nothing is re-run):
+Three answers, each computed from the result records and training logs of one
+or more run directories (nothing is re-run):
 
 1. **Variant effects.** For every variant with a base method, the difference of
-   each protocol's main metric (variant - base) with a 95% Welch t-interval over
-   seeds; the verdict is ``better`` or ``worse`` only when that interval excludes 0,
-   else ``within noise``.
+   each labelled protocol's main metric (variant - base) with a 95% Welch
+   t-interval over seeds; the verdict is ``better`` or ``worse`` only when that
+   interval excludes 0, else ``within noise``.
 2. **Collapse.** Per run: the training outcome, the epoch from which the
    training-time monitor (``probe_status`` in ``metrics.jsonl``) read
    ``dimensional`` or ``complete`` to the end, its last and worst reading (and the
-   first epoch of the worst), and the collapse protocol's status on the final encoder.
+   first epoch of the worst), and every ordered label a protocol recorded on the
+   final encoder (``collapse.status``).
 3. **Label-free vs labelled.** Spearman rank correlation, across all trained runs,
-   of each label-free reading (RankMe, alpha-ReQ, uniformity, ...) with each
-   labelled main metric (linear, kNN top-1).
+   of each label-free reading a protocol declares (RankMe, alpha-ReQ, uniformity,
+   ...) with each labelled protocol's main metric.
 """
 
 from __future__ import annotations
@@ -26,56 +27,65 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
+from sslbench.embedding_stats import COLLAPSE_STATUSES, PROBE_WARMUP_STEPS
 from sslbench.io import atomic_write_json, atomic_write_text
+from sslbench.layout import RunLayout, RunPaths
+from sslbench.records import ResultRecord
 from sslbench.stats import welch_ci95
-from sslbench.store import find_results
-from sslbench.train import PROBE_WARMUP_STEPS
+from sslbench.store import find_records
+from sslbench.training_log import read_log
 
-#: Label-free readings correlated with the labelled metrics (``collapse.`` prefix).
-LABEL_FREE = ("rankme", "z_rankme", "alpha_req", "z_alpha_req", "uniformity", "z_uniformity", "z_alignment")
-#: Labelled metrics they are compared with.
-LABELLED = ("linear.top1", "knn.top1")
 #: Columns printed as integers.
 INTEGER_COLUMNS = frozenset({"seed", "n_seeds", "n_runs", "monitor_onset_epoch", "monitor_worst_epoch"})
 
 
-def _runs(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (method, seed): every numeric metric as ``<protocol>.<metric>``, plus run facts."""
+class _Meta:
+    """What the records say about their metrics, gathered over all of them."""
+
+    def __init__(self, records: list[ResultRecord]) -> None:
+        self.directions: dict[str, str] = {}
+        self.labelled_main: dict[str, None] = {}
+        self.readings: dict[str, None] = {}
+        self.labels: dict[str, None] = {}
+        for r in records:
+            p, meta = r.protocol, r.protocol.meta
+            self.directions.update({f"{p.name}.{k}": d for k, d in meta.directions.items()})
+            if p.labelled and meta.main:
+                self.labelled_main[f"{p.name}.{meta.main}"] = None
+            if not p.labelled:
+                self.readings.update({f"{p.name}.{k}": None for k in meta.readings})
+            self.labels.update({f"{p.name}.{k}": None for k in meta.labels})
+
+
+def _runs(records: list[ResultRecord]) -> pd.DataFrame:
+    """One row per (method, seed): every metric as ``<protocol>.<metric>``, plus run facts."""
     rows: dict[tuple[str, int], dict[str, Any]] = {}
-    for r in results:
-        row = rows.setdefault((r["method"], r["seed"]), {
-            "method": r["method"], "seed": r["seed"], "base": r.get("base"),
-            "trained": r.get("encoder_kind") == "trained", "train_status": r.get("train", {}).get("status"),
+    for r in records:
+        row = rows.setdefault((r.run.method, r.run.seed), {
+            "method": r.run.method, "seed": r.run.seed, "base": r.run.base,
+            "trained": r.run.encoder_kind == "trained", "train_status": r.run.train.status,
         })
-        for k, v in r["metrics"].items():
-            row[f"{r['protocol']['name']}.{k}"] = v
-        row.setdefault("main", {})[r["protocol"]["name"]] = r["protocol"].get("main_metric")
-        row.setdefault("directions", {}).update(
-            {f"{r['protocol']['name']}.{k}": d for k, d in r["protocol"].get("directions", {}).items()}
-        )
+        for k, v in r.metrics.items():
+            row[f"{r.protocol.name}.{k}"] = v
     return pd.DataFrame(list(rows.values()))
 
 
-def variant_effects(runs: pd.DataFrame) -> pd.DataFrame:
-    """Variant - base difference of each main metric, its 95% Welch half-width and a verdict."""
+def variant_effects(runs: pd.DataFrame, meta: _Meta) -> pd.DataFrame:
+    """Variant - base difference of each labelled main metric, its 95% Welch half-width and a verdict."""
     out = []
-    mains = sorted({f"{p}.{m}" for d in runs["main"] for p, m in d.items() if m and not p.startswith("collapse")})
-    directions: dict[str, str] = {}
-    for d in runs["directions"]:
-        directions.update(d)
     for variant in sorted(runs.loc[runs["base"].notna(), "method"].unique()):
         base = runs.loc[runs["method"] == variant, "base"].iloc[0]
         if base not in set(runs["method"]):
             continue
-        for metric in mains:
+        for metric in sorted(meta.labelled_main):
             if metric not in runs:
                 continue
-            a = runs.loc[runs["method"] == variant, metric].dropna().to_numpy(dtype=float)
-            b = runs.loc[runs["method"] == base, metric].dropna().to_numpy(dtype=float)
+            a = pd.to_numeric(runs.loc[runs["method"] == variant, metric], errors="coerce").dropna().to_numpy(float)
+            b = pd.to_numeric(runs.loc[runs["method"] == base, metric], errors="coerce").dropna().to_numpy(float)
             if not len(a) or not len(b):
                 continue
             delta, ci = float(a.mean() - b.mean()), welch_ci95(a, b)
-            sign = 1 if directions.get(metric, "higher") == "higher" else -1
+            sign = 1 if meta.directions.get(metric, "higher") == "higher" else -1
             verdict = "needs 2+ seeds" if math.isnan(ci) else "within noise"
             if not math.isnan(ci) and abs(delta) > ci:
                 verdict = "better" if sign * delta > 0 else "worse"
@@ -85,57 +95,55 @@ def variant_effects(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _monitor(run_dir: Path) -> tuple[int | None, str, str, int | None]:
+def monitor_reading(paths: RunPaths) -> tuple[int | None, str, str, int | None]:
     """The training-time monitor's reading: ``(onset, final, worst, worst_epoch)``.
 
     ``onset`` is the epoch from which ``probe_status`` stayed ``dimensional`` or
     ``complete`` to the end (``None`` when the last reading is healthy), ``final`` the
     last status, ``worst`` the worst one and ``worst_epoch`` the first epoch that read
     it (``None`` when the worst is healthy). Readings before
-    :data:`~sslbench.train.PROBE_WARMUP_STEPS` optimiser steps are skipped: eval-mode
-    batch norm has not warmed up there.
+    :data:`~sslbench.embedding_stats.PROBE_WARMUP_STEPS` optimiser steps are skipped:
+    eval-mode batch norm has not warmed up there.
     """
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return None, "n/a", "n/a", None
-    order = {"healthy": 0, "dimensional": 1, "complete": 2}
-    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-    rows = [r for r in rows if "probe_status" in r and r.get("step", 0) >= PROBE_WARMUP_STEPS]
+    order = {s: i for i, s in enumerate(COLLAPSE_STATUSES)}
+    rows = [r for r in read_log(paths.metrics_log)
+            if r.probe_status is not None and r.step >= PROBE_WARMUP_STEPS]
     if not rows:
         return None, "n/a", "n/a", None
     onset = None
     for r in rows:
-        if r["probe_status"] == "healthy":
+        if r.probe_status == COLLAPSE_STATUSES[0]:
             onset = None
         elif onset is None:
-            onset = int(r["epoch"])
-    worst = max((r["probe_status"] for r in rows), key=lambda st: order.get(st, 0))
-    worst_epoch = next(int(r["epoch"]) for r in rows if r["probe_status"] == worst) if worst != "healthy" else None
-    return onset, rows[-1]["probe_status"], worst, worst_epoch
+            onset = r.epoch
+    worst = max((r.probe_status for r in rows), key=lambda st: order.get(st, 0))
+    worst_epoch = next(r.epoch for r in rows if r.probe_status == worst) if worst != COLLAPSE_STATUSES[0] else None
+    return onset, rows[-1].probe_status, worst, worst_epoch
 
 
-def collapse_table(runs: pd.DataFrame, dirs: list[Path]) -> pd.DataFrame:
-    """Per trained run: training outcome, monitor's first collapsed epoch and kind, protocol status."""
+def collapse_table(runs: pd.DataFrame, dirs: list[Path], meta: _Meta) -> pd.DataFrame:
+    """Per trained run: training outcome, monitor's first collapsed epoch and kind, the protocols' labels."""
     out = []
+    layouts = [RunLayout(d) for d in dirs]
     for _, r in runs[runs["trained"]].sort_values(["method", "seed"]).iterrows():
-        rdir = next((d / r["method"] / f"seed{r['seed']}" for d in dirs
-                     if (d / r["method"] / f"seed{r['seed']}").is_dir()), None)
-        onset, final, worst, worst_epoch = _monitor(rdir) if rdir else (None, "n/a", "n/a", None)
-        out.append({"method": r["method"], "seed": int(r["seed"]), "train_status": r["train_status"],
-                    "monitor_onset_epoch": onset, "monitor_final": final, "monitor_worst": worst,
-                    "monitor_worst_epoch": worst_epoch, "protocol_status": r.get("collapse.status", "n/a")})
+        paths = next((p for p in (lay.run(r["method"], int(r["seed"])) for lay in layouts) if p.dir.is_dir()), None)
+        onset, final, worst, worst_epoch = monitor_reading(paths) if paths else (None, "n/a", "n/a", None)
+        row = {"method": r["method"], "seed": int(r["seed"]), "train_status": r["train_status"],
+               "monitor_onset_epoch": onset, "monitor_final": final, "monitor_worst": worst,
+               "monitor_worst_epoch": worst_epoch}
+        row.update({col: r.get(col, "n/a") if isinstance(r.get(col), str) else "n/a" for col in meta.labels})
+        out.append(row)
     return pd.DataFrame(out)
 
 
-def label_free_agreement(runs: pd.DataFrame) -> pd.DataFrame:
-    """Spearman rho (and p-value, n) of each label-free reading with each labelled metric over trained runs."""
+def label_free_agreement(runs: pd.DataFrame, meta: _Meta) -> pd.DataFrame:
+    """Spearman rho (and p-value, n) of each label-free reading with each labelled main metric over trained runs."""
     trained = runs[runs["trained"]]
     out = []
-    for lf in LABEL_FREE:
-        col = f"collapse.{lf}"
+    for col in meta.readings:
         if col not in trained:
             continue
-        for lab in LABELLED:
+        for lab in meta.labelled_main:
             if lab not in trained:
                 continue
             pair = trained[[col, lab]].apply(pd.to_numeric, errors="coerce").dropna()
@@ -172,10 +180,10 @@ def analyze(dirs: list[Path]) -> dict[str, pd.DataFrame]:
     Returns:
         ``{"effects", "collapse", "agreement"}`` tables.
     """
-    results = [r for d in dirs for r in find_results(d)]
-    runs = _runs(results)
-    return {"effects": variant_effects(runs), "collapse": collapse_table(runs, dirs),
-            "agreement": label_free_agreement(runs)}
+    records = [r for d in dirs for r in find_records(d)]
+    runs, meta = _runs(records), _Meta(records)
+    return {"effects": variant_effects(runs, meta), "collapse": collapse_table(runs, dirs, meta),
+            "agreement": label_free_agreement(runs, meta)}
 
 
 def to_markdown(tables: dict[str, pd.DataFrame]) -> str:
@@ -193,6 +201,7 @@ def to_markdown(tables: dict[str, pd.DataFrame]) -> str:
 def write(tables: dict[str, pd.DataFrame], out: Path) -> str:
     """Write ``analysis.md`` and ``analysis.json`` into ``out``; return the markdown."""
     md = to_markdown(tables)
-    atomic_write_text(out / "analysis.md", md)
-    atomic_write_json(out / "analysis.json", {k: json.loads(v.to_json(orient="records")) for k, v in tables.items()})
+    layout = RunLayout(out)
+    atomic_write_text(layout.analysis("md"), md)
+    atomic_write_json(layout.analysis("json"), {k: json.loads(v.to_json(orient="records")) for k, v in tables.items()})
     return md

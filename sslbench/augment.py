@@ -12,41 +12,11 @@ The view recipes follow SimCLR (Chen et al. 2020, App. A), BYOL (Grill et al.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class ViewConfig:
-    """Strength of each augmentation of one view.
-
-    Attributes:
-        crop_scale: Range of the crop area as a fraction of the image.
-        crop_ratio: Range of the crop aspect ratio (log-uniform).
-        flip_p: Probability of a horizontal flip.
-        jitter_p: Probability of applying colour jitter.
-        brightness: Brightness factor range ``1 +- brightness``.
-        contrast: Contrast factor range ``1 +- contrast``.
-        saturation: Saturation factor range ``1 +- saturation`` (RGB only).
-        grayscale_p: Probability of grayscale (RGB only).
-        blur_p: Probability of a Gaussian blur, kernel about 10% of the side.
-        blur_sigma: Range of the blur sigma, in pixels.
-        solarize_p: Probability of solarisation at threshold 0.5.
-    """
-
-    crop_scale: tuple[float, float] = (0.2, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip_p: float = 0.5
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    grayscale_p: float = 0.2
-    blur_p: float = 0.0
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    solarize_p: float = 0.0
+from sslbench.method import ViewConfig
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:

@@ -17,8 +17,8 @@ BUILTINS: dict[str, dict[str, str]] = {
         "simsiam_nosg": "baselines.variants:SIMSIAM_NOSG",
         "byol_noema": "baselines.variants:BYOL_NOEMA",
         "barlow_twins_lambda05": "baselines.variants:BARLOW_TWINS_LAMBDA05",
-        "random_init": "baselines.references:RANDOM_INIT",
-        "raw_pixels": "baselines.references:RAW_PIXELS",
+        "random_init": "baselines.floors:RANDOM_INIT",
+        "raw_pixels": "baselines.floors:RAW_PIXELS",
     },
     "protocols": {
         "knn": "protocols.knn:KNN",

@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="pretrain methods, evaluate protocols, print the leaderboard")
     r.add_argument("--methods", type=_csv, help="comma-separated methods/variants (default simsiam,vicreg_mod)")
-    r.add_argument("--references", type=_csv, help="floors to include (default random_init,raw_pixels; '' for none)")
+    r.add_argument("--floors", "--references", dest="floors", type=_csv,
+                   help="floors to include (default random_init,raw_pixels; '' for none)")
     r.add_argument("--dataset", help="dataset name (default: the preset's)")
     r.add_argument("--data-root", help="where to look for data first (also SSLBENCH_DATA)")
     r.add_argument("--preset", help="smoke | quick (default) | standard | cifar10")
@@ -91,7 +92,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg = load_toml(args.config, cfg)
     flags = {
         "methods": args.methods,
-        "references": args.references,
+        "floors": args.floors,
         "dataset": args.dataset,
         "data_root": args.data_root,
         "preset": args.preset,
@@ -104,6 +105,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
     failures = run(cfg)
+    _write_leaderboard(cfg.out)
     return 1 if failures else 0
 
 
@@ -112,7 +114,25 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     fields = {f.name for f in dataclasses.fields(EvalConfig)}
     failures = evaluate(EvalConfig(**{k: v for k, v in vars(args).items() if k in fields}))
+    _write_leaderboard(args.out)
     return 1 if failures else 0
+
+
+def _write_leaderboard(out: str) -> None:
+    """Rebuild the leaderboard of ``out`` from its records, write it, print it (rank 0 only); its
+    warnings (mixed data fingerprints or protocol versions) go to stderr too."""
+    from sslbench import distributed, leaderboard, leaderboard_render
+    from sslbench.layout import RunLayout
+    from sslbench.store import find_records
+
+    if not distributed.launched_as_main():
+        return
+    layout = RunLayout(out)
+    board = leaderboard.build(find_records(layout.out))
+    for note in board.notes:
+        if note.startswith("WARNING"):
+            print(f"sslbench: {note}", file=sys.stderr, flush=True)
+    print(leaderboard_render.write(board, layout))
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
@@ -133,14 +153,16 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from sslbench import leaderboard
+    from sslbench import leaderboard, leaderboard_render
+    from sslbench.layout import RunLayout
+    from sslbench.store import load_records
 
-    if args.format not in leaderboard.FORMATS:
-        raise did_you_mean(args.format, leaderboard.FORMATS, "leaderboard format")
-    table, notes = leaderboard.build(leaderboard.load_results(args.dirs))
+    if args.format not in leaderboard_render.FORMATS:
+        raise did_you_mean(args.format, leaderboard_render.FORMATS, "leaderboard format")
+    board = leaderboard.build(load_records(args.dirs))
     if args.write:
-        leaderboard.write(table, notes, Path(args.write))
-    print(leaderboard.render(table, notes, args.format), end="")
+        leaderboard_render.write(board, RunLayout(args.write))
+    print(leaderboard_render.render(board, args.format), end="")
     return 0
 
 

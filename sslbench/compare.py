@@ -1,13 +1,14 @@
 """``sslbench compare BASELINE CURRENT``: a regression gate on leaderboard metrics.
 
 Each input is a run directory (``--out`` of ``sslbench run``/``eval``), a
-directory holding a ``leaderboard.json``, a ``leaderboard.json`` file (schema 2)
+directory holding a ``leaderboard.json``, a ``leaderboard.json`` file (schema 2 or 3)
 or a single result JSON. Both sides are reduced to ``(method, metric) ->
 (mean, 95% CI half-width, direction)`` by :mod:`sslbench.leaderboard`.
 
 Every ``(method, metric)`` on either side is compared: the directed metrics
 (``<protocol>.<metric>``, in the direction the protocol declares) and the label
-metrics ``collapse.status`` and ``train.status``.
+metrics: every label a protocol declares with a severity order (such as
+``collapse.status``) and ``train.status``.
 
 Numbers: ``drop`` is the change in the worse direction (``baseline - current``
 for a ``higher`` metric). It is a **REGRESSION** when::
@@ -16,14 +17,14 @@ for a ``higher`` metric). It is a **REGRESSION** when::
 
 with a NaN CI (one seed) counted as 0, and **improved** when ``-drop > allowed``.
 ``tolerance`` is ``--abs-tol`` (default :data:`ABS_TOL` = 0.01, i.e. one point of
-accuracy) unless a ``--tol PATTERN=VALUE`` rule or a built-in rule
-(:data:`DEFAULT_TOLERANCES`: RankMe, on the scale of the feature dimension, is
-allowed 5% of its baseline) matches the metric; ``VALUE`` is absolute, or
-relative to ``|baseline|`` when it ends in ``%``. ``--ci-mult`` defaults to
+accuracy) unless a ``--tol PATTERN=VALUE`` rule or a protocol's declared default
+(the collapse suite allows RankMe, on the scale of the feature dimension, 5% of
+its baseline) matches the metric; ``VALUE`` is absolute, or relative to
+``|baseline|`` when it ends in ``%``. ``--ci-mult`` defaults to
 :data:`CI_MULT` = 1.
 
-Labels: a change to a worse state (``healthy`` -> ``dimensional`` ->
-``complete``; ``finished`` -> ``collapsed`` -> ``diverged``) is a REGRESSION;
+Labels: a change to a worse state in the declared order (``healthy`` ->
+``dimensional`` -> ``complete``; ``finished`` -> ``collapsed`` -> ``diverged``) is a REGRESSION;
 seeds that disagree are joined with ``/`` and the worst one counts. A change
 of a label with no known order is a REGRESSION too.
 
@@ -41,18 +42,20 @@ import fnmatch
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sslbench import leaderboard
+
+from sslbench import leaderboard, leaderboard_render
 from sslbench.errors import SslbenchError, did_you_mean
+from sslbench.leaderboard import TRAIN_LABEL, Leaderboard, label_severity
+from sslbench.records import ResultRecord
+from sslbench.store import find_records
 
 ABS_TOL = 0.01
 CI_MULT = 1.0
-#: Built-in tolerances (pattern -> value), used when no ``--tol`` rule matches.
-DEFAULT_TOLERANCES: dict[str, str] = {"collapse.rankme": "5%", "collapse.z_rankme": "5%"}
-LABELS = tuple(leaderboard.SEVERITY)
 VERDICTS = ("ok", "improved", "REGRESSION", "missing")
 FAILING = frozenset({"REGRESSION", "missing"})
 
@@ -84,6 +87,8 @@ class Summary:
         settings: Protocol name -> ``{"version", "params"}``.
         fingerprints: Data fingerprints of the results.
         main: Main metric columns (``<protocol>.<metric>``).
+        labels: Label column -> its values in severity order (best first).
+        tolerances: Column pattern -> the protocols' default tolerance.
     """
 
     source: str
@@ -91,6 +96,8 @@ class Summary:
     settings: dict[str, Any] = field(default_factory=dict)
     fingerprints: list[str] = field(default_factory=list)
     main: list[str] = field(default_factory=list)
+    labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    tolerances: dict[str, str] = field(default_factory=dict)
 
     def methods(self) -> list[str]:
         """Row names, in table order."""
@@ -197,35 +204,34 @@ def _float(v: Any) -> float:
 # ---------------------------------------------------------------- reading inputs
 
 
-def summary_from_leaderboard(doc: dict[str, Any], source: str) -> Summary:
-    """A :class:`Summary` of a leaderboard.json document (schema 2).
-
-    Raises:
-        SslbenchError: for another schema version.
-    """
-    version = doc.get("schema_version")
-    if version != leaderboard.SCHEMA_VERSION:
-        hint = " (it has no metric directions; rebuild it with `sslbench leaderboard DIR --write DIR`)" if version == 1 else ""
-        raise SslbenchError(f"{source}: leaderboard schema_version {version!r} is not "
-                            f"{leaderboard.SCHEMA_VERSION}{hint}")
-    directions: dict[str, str] = doc.get("directions", {})
+def summary_from_leaderboard(board: Leaderboard, source: str) -> Summary:
+    """A :class:`Summary` of an aggregated leaderboard (built from results or read from a file)."""
     entries: dict[tuple[str, str], Entry] = {}
-    for row in doc.get("rows", []):
-        m, n = row["method"], int(row.get("n_seeds") or 0)
-        for col, d in directions.items():
+    label_cols = [*board.label_columns(), TRAIN_LABEL] if not board.empty else []
+    for _, row in board.table.iterrows():
+        m, n = row["method"], _count(row.get("n_seeds"), source)
+        for col, d in board.directions.items():
             v = _float(row.get(col))
             if math.isfinite(v):
                 entries[(m, col)] = Entry(v, _float(row.get(f"{col}_ci95")), d, n)
-        for col in LABELS:
+        for col in label_cols:
             if isinstance(row.get(col), str):
                 entries[(m, col)] = Entry(row[col], float("nan"), "label", n)
-    return Summary(source, entries, doc.get("settings", {}), doc.get("fingerprints", []), doc.get("main_metrics", []))
+    return Summary(source, entries, board.settings, board.fingerprints, board.main, dict(board.labels),
+                   dict(board.tolerances))
 
 
-def summary_from_results(results: list[dict[str, Any]], source: str) -> Summary:
-    """A :class:`Summary` of result records (aggregated by :func:`sslbench.leaderboard.build`)."""
-    table, notes = leaderboard.build(results)
-    return summary_from_leaderboard(leaderboard.to_json(table, notes), source)
+def _count(v: Any, source: str) -> int:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return 0
+    if isinstance(v, bool) or not isinstance(v, int | float) or not float(v).is_integer():
+        raise SslbenchError(f"{source}: n_seeds must be a whole number, got {v!r}")
+    return int(v)
+
+
+def summary_from_results(records: list[ResultRecord], source: str) -> Summary:
+    """A :class:`Summary` of result records, aggregated by :func:`sslbench.leaderboard.build`."""
+    return summary_from_leaderboard(leaderboard.build(records), source)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -245,11 +251,9 @@ def summary_from_doc(doc: dict[str, Any], source: str) -> Summary:
         SslbenchError: when the document is neither.
     """
     if "rows" in doc:
-        return summary_from_leaderboard(doc, source)
+        return summary_from_leaderboard(leaderboard_render.from_json(doc, source), source)
     if "protocol" in doc and "metrics" in doc and "method" in doc:
-        if doc.get("schema_version") != 1:
-            raise SslbenchError(f"{source}: unknown result schema_version {doc.get('schema_version')!r} (this sslbench reads 1)")
-        return summary_from_results([doc], source)
+        return summary_from_results([ResultRecord.from_json(doc, source)], source)
     raise SslbenchError(f"{source}: neither a leaderboard.json (with 'rows') nor a result JSON (with 'protocol' and 'metrics')")
 
 
@@ -266,11 +270,9 @@ def load(source: str | Path | dict[str, Any]) -> Summary:
         return summary_from_doc(source, "<dict>")
     path = Path(source)
     if path.is_dir():
-        from sslbench.store import find_results
-
-        results = find_results(path)
-        if results:
-            return summary_from_results(results, str(path))
+        records = find_records(path)
+        if records:
+            return summary_from_results(records, str(path))
         if (path / "leaderboard.json").is_file():
             return summary_from_doc(_read_json(path / "leaderboard.json"), str(path / "leaderboard.json"))
         raise SslbenchError(f"{path}: no results (<method>/seed<k>/results/*.json) and no leaderboard.json")
@@ -302,8 +304,9 @@ def parse_tolerances(specs: list[str] | None) -> dict[str, str]:
 
 
 def tolerance(metric: str, baseline: float, abs_tol: float, rules: dict[str, str]) -> float:
-    """The tolerance of one metric: the first matching rule (user rules, then :data:`DEFAULT_TOLERANCES`), else ``abs_tol``."""
-    for pattern, value in [*rules.items(), *DEFAULT_TOLERANCES.items()]:
+    """The tolerance of one metric: the first matching rule (user rules, then the protocols'
+    declared defaults), else ``abs_tol``."""
+    for pattern, value in rules.items():
         if fnmatch.fnmatchcase(metric, pattern):
             if value.endswith("%"):
                 return float(value[:-1]) / 100 * abs(baseline)
@@ -325,17 +328,8 @@ def _compare_numbers(b: Entry, c: Entry, metric: str, abs_tol: float, ci_mult: f
     return delta, allowed, verdict
 
 
-def label_severity(metric: str, label: str) -> int | None:
-    """Worst severity among the ``/``-joined labels; None when one of them has no known order."""
-    levels = leaderboard.SEVERITY.get(metric, {})
-    parts = label.split("/")
-    if not all(p in levels for p in parts):
-        return None
-    return max(levels[p] for p in parts)
-
-
-def _compare_labels(metric: str, b: str, c: str) -> str:
-    sb, sc = label_severity(metric, b), label_severity(metric, c)
+def _compare_labels(b: str, c: str, severity: Callable[[str], int | None]) -> str:
+    sb, sc = severity(b), severity(c)
     if sb is None or sc is None:
         return "ok" if b == c else "REGRESSION"
     return "REGRESSION" if sc > sb else "improved" if sc < sb else "ok"
@@ -407,16 +401,20 @@ def compare(
     """
     if abs_tol < 0 or ci_mult < 0:
         raise SslbenchError(f"--abs-tol and --ci-mult must be >= 0, got {abs_tol} and {ci_mult}")
-    rules = tolerances or {}
+    user = tolerances or {}
+    defaults = {**baseline.tolerances, **current.tolerances}
+    rules = {**user, **{k: v for k, v in defaults.items() if k not in user}}  # user rules match first
+    orders = {**baseline.labels, **current.labels}
     keys = list(dict.fromkeys([*baseline.entries, *current.entries]))
     main = {*baseline.main, *current.main}
-    rows = [_row(k, baseline.entries.get(k), current.entries.get(k), abs_tol, ci_mult, rules)
+    rows = [_row(k, baseline.entries.get(k), current.entries.get(k), abs_tol, ci_mult, rules, orders)
             for k in select_metrics(keys, metrics, main)]
-    params = {"abs_tol": abs_tol, "ci_mult": ci_mult, "tolerances": {**DEFAULT_TOLERANCES, **rules}, "metrics": metrics}
+    params = {"abs_tol": abs_tol, "ci_mult": ci_mult, "tolerances": {**defaults, **user}, "metrics": metrics}
     return Comparison(rows, _settings_warnings(baseline, current), params, baseline.source, current.source)
 
 
-def _row(key: tuple[str, str], b: Entry | None, c: Entry | None, abs_tol: float, ci_mult: float, rules: dict[str, str]) -> Row:
+def _row(key: tuple[str, str], b: Entry | None, c: Entry | None, abs_tol: float, ci_mult: float,
+         rules: dict[str, str], orders: dict[str, tuple[str, ...]]) -> Row:
     method, metric = key
     nan = float("nan")
     ref = b or c
@@ -426,7 +424,7 @@ def _row(key: tuple[str, str], b: Entry | None, c: Entry | None, abs_tol: float,
                    b.ci if b else nan, c.ci if c else nan, nan, nan, "missing")
     if b.direction == "label" or isinstance(b.value, str) or isinstance(c.value, str):
         return Row(method, metric, "label", b.value, c.value, nan, nan, nan, nan,
-                   _compare_labels(metric, str(b.value), str(c.value)))
+                   _compare_labels(str(b.value), str(c.value), lambda v: label_severity(orders.get(metric), v)))
     delta, allowed, verdict = _compare_numbers(b, c, metric, abs_tol, ci_mult, rules)
     return Row(method, metric, b.direction, b.value, c.value, b.ci, c.ci, delta, allowed, verdict)
 

@@ -23,10 +23,10 @@ TOML layout::
     [protocols.knn]            # parameters of one protocol
     k = 20
 
-    [variants.my_variant]      # a loss variant: a base method plus changed loss fields
+    [variants.my_variant]      # a variant: a base method plus changed loss (or target) fields
     base = "vicreg"
     summary = "VICReg with twice the covariance weight"
-    loss = { cov_coeff = 2.0 }
+    loss = { cov_coeff = 2.0 }   # BYOL's EMA rates: target = { tau_base = 0.9 }
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sslbench.augment import ViewConfig
+from sslbench.method import ViewConfig
 from sslbench.errors import SslbenchError, did_you_mean
 from sslbench.method import Method, TrainConfig, derive_variant
 from sslbench.presets import Preset
 from sslbench.registry import registry
-from sslbench.store import check_path_name
+from sslbench.layout import check_path_name
 
 
 @dataclass
@@ -55,7 +55,8 @@ class RunConfig:
 
     Attributes:
         methods: Methods or variants to pretrain.
-        references: Reference encoders evaluated as floors.
+        floors: Floors (reference encoders: ``random_init``, ``raw_pixels``) evaluated
+            beside the methods; ``references`` is accepted as the old name in a TOML file.
         preset: Preset name.
         dataset: Dataset name (default: the preset's).
         data_root: Where to look for data first (also ``SSLBENCH_DATA``).
@@ -78,7 +79,7 @@ class RunConfig:
     """
 
     methods: list[str] = field(default_factory=lambda: ["simsiam", "vicreg_mod"])
-    references: list[str] = field(default_factory=lambda: ["random_init", "raw_pixels"])
+    floors: list[str] = field(default_factory=lambda: ["random_init", "raw_pixels"])
     preset: str = "quick"
     dataset: str | None = None
     data_root: str | None = None
@@ -113,7 +114,7 @@ class RunConfig:
             width=self.width or p.width,
             transfer=p.transfer if self.transfer is None else self.transfer,
         )
-        for name in r.methods + r.references:
+        for name in r.methods + r.floors:
             registry("methods").get(name)
             check_path_name(name, "method name")
         for name in r.protocols:
@@ -249,6 +250,14 @@ def _table(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def _changes(spec: dict[str, Any], key: str, cfg: Any, base_name: str, where: str) -> dict[str, Any]:
+    """The checked ``loss`` or ``target`` table of a variant (``{}`` when absent)."""
+    table = _table(spec.pop(key, {}), f"{where}: {key!r}")
+    if table and cfg is None:
+        raise SslbenchError(f"{where}: {base_name!r} has no {key} to change")
+    return check_fields(type(cfg), table, f"{where}.{key}") if table else {}
+
+
 def _register_variant(name: str, spec: Any, where: str) -> None:
     check_path_name(name, f"{where}: variant name")
     spec = dict(_table(spec, where))
@@ -260,20 +269,19 @@ def _register_variant(name: str, spec: Any, where: str) -> None:
     summary = spec.pop("summary", f"{base_name} with changed loss terms")
     if not isinstance(summary, str):
         raise SslbenchError(f"{where}: 'summary' must be a string, got {summary!r}")
-    loss = _table(spec.pop("loss", {}), f"{where}: 'loss'")
-    if spec:
-        raise SslbenchError(f"{where}: unknown key {next(iter(spec))!r} (a variant takes base, summary, loss)")
     base: Method = registry("methods").get(base_name)
-    if base.loss is None:
-        raise SslbenchError(f"{where}: {base_name!r} has no loss to change")
-    loss = check_fields(type(base.loss), loss, f"{where}.loss")
+    loss = _changes(spec, "loss", base.loss, base_name, where)
+    target = _changes(spec, "target", base.target, base_name, where)
+    if spec:
+        raise SslbenchError(f"{where}: unknown key {next(iter(spec))!r} (a variant takes base, summary, loss, target)")
+    variant = derive_variant(base, name, summary, loss=loss, target=target)
     methods = registry("methods")
     if name in methods:
         existing = methods.get(name)
-        if existing.base == base_name and existing.loss == dataclasses.replace(base.loss, **loss):
+        if existing.base == base_name and (existing.loss, existing.target) == (variant.loss, variant.target):
             return  # the same file loaded twice
         raise SslbenchError(f"{where}: variant name {name!r} is already a registered method")
-    methods.register(name, derive_variant(base, name, summary, **loss), source=where)
+    methods.register(name, variant, source=where)
 
 
 def load_toml(path: str | Path, cfg: RunConfig | None = None) -> RunConfig:
@@ -301,7 +309,11 @@ def load_toml(path: str | Path, cfg: RunConfig | None = None) -> RunConfig:
             raise SslbenchError(str(did_you_mean(table, _TABLES, f"table in {path}")))
     for name, spec in _table(doc.get("variants", {}), f"{path} [variants]").items():
         _register_variant(name, spec, f"{path} [variants.{_toml_key(name)}]")
-    run = _table(doc.get("run", {}), f"{path} [run]")
+    run = dict(_table(doc.get("run", {}), f"{path} [run]"))
+    if "references" in run:  # the old name of floors
+        if "floors" in run:
+            raise SslbenchError(f"{path} [run]: give 'floors' or its old name 'references', not both")
+        run["floors"] = run.pop("references")
     for key in run:
         if key not in _RUN_KEYS:
             raise SslbenchError(str(did_you_mean(key, _RUN_KEYS, f"key in {path} [run]")))

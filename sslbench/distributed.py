@@ -15,7 +15,7 @@ gradients of all ranks (``all_reduce(SUM)``) and returns this rank's rows, so
 rank ``r``'s local embeddings receive ``sum_s dL_s/dz_r``; when every rank
 computes the global loss (``L_s = L``) that is ``world_size * dL/dz_r``, and
 DDP's average turns it into ``dL/dz_r``. Returning only the local rows of the
-gradient (no all_reduce) is the bug in REFERENCE.md's "Distributed pitfalls":
+gradient (no all_reduce) is a bug public libraries shipped (docs/reference/distributed.md):
 it trains ``world_size`` times too slowly through the batch statistics and
 drops the cross-rank terms of contrastive losses.
 
@@ -55,6 +55,12 @@ def local_rank() -> int:
 def is_main() -> bool:
     """Whether this is rank 0 (the process that logs and writes results)."""
     return rank() == 0
+
+
+def launched_as_main() -> bool:
+    """Whether this process is rank 0 of its launch (torchrun's ``RANK``; true without torchrun),
+    readable before a process group exists and after it is torn down."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def init_from_env(device: str | torch.device = "cpu") -> bool:

@@ -16,6 +16,13 @@ import torch
 #: Complete collapse: std of l2-normalised embeddings below this fraction of the
 #: healthy ``1/sqrt(D)``. Shared by the training-time monitor and the collapse protocol.
 COMPLETE_COLLAPSE_STD_FRACTION = 0.1
+#: The collapse statuses of :func:`collapse_status`, in severity order (best first).
+COLLAPSE_STATUSES = ("healthy", "dimensional", "complete")
+#: Optimiser steps before the training-time monitor's reading counts: eval-mode batch
+#: norm reads its running statistics, which hold more than 1% of their initial values
+#: before ~50 updates at momentum 0.1 (0.9^50 < 0.01); earlier readings can look
+#: collapsed when they are not.
+PROBE_WARMUP_STEPS = 50
 
 
 def is_completely_collapsed(std_l2: float, dim: int) -> bool:
@@ -259,7 +266,7 @@ DIMENSIONAL_RANKME_FRACTION = 0.01
 def collapse_status(std_l2: float, dim: int, rankme_value: float, uniformity_value: float) -> str:
     """``complete``, ``dimensional`` or ``healthy``, from readings of l2-normalised outputs.
 
-    One scale-aware and two spread readings are needed (REFERENCE.md): complete
+    One scale-aware and two spread readings are needed (docs/reference/collapse_metrics.md): complete
     collapse drives :func:`std_of_l2_normalized` below
     :data:`COMPLETE_COLLAPSE_STD_FRACTION` of ``1/sqrt(D)``; dimensional collapse keeps
     that std near ``1/sqrt(D)`` but confines the points to a few directions, which

@@ -25,7 +25,7 @@ from sslbench.features import extract
 from sslbench.io import load_checkpoint
 from sslbench.protocol import check_features
 from sslbench.registry import registry
-from sslbench.types import FeatureSet, ImageData
+from sslbench.types import FeatureSet, ImageData, Split
 
 
 def _few(keys: list[str], n: int = 3) -> str:
@@ -161,7 +161,7 @@ def encoder_features(
         if arrays[split].ndim != 2:
             raise SslbenchError(f"encoder {path} returned {split} features of shape {arrays[split].shape}; "
                                 "sslbench needs (N, D)")
-    fs = FeatureSet(arrays["train"], data.train_labels.numpy(), arrays["test"], data.test_labels.numpy(),
+    fs = FeatureSet(Split(arrays["train"], data.train_labels.numpy()), Split(arrays["test"], data.test_labels.numpy()),
                     run=path.name)
     check_features(fs)
     return fs

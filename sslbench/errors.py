@@ -31,3 +31,9 @@ def did_you_mean(name: str, choices: Iterable[str], kind: str) -> SslbenchError:
         msg += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
     msg += f" (known: {', '.join(choices)})"
     return SslbenchError(msg)
+
+
+class NotApplicable(SslbenchError):
+    """A protocol's requirements are not met by these inputs (too few classes for its
+    episodes, no transfer split): the protocol is skipped with this reason, which is
+    not a failure of the command."""

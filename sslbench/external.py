@@ -16,40 +16,34 @@ encoders with trained methods and references in the same ``--out``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from sslbench import leaderboard, protocol
+from sslbench import protocol
 from sslbench.data import load_dataset
 from sslbench.encoders import encoder_features, file_sha256, load_encoder
 from sslbench.errors import SslbenchError
 from sslbench.feature_files import load_features
 from sslbench.features import encoder_hash
-from sslbench.io import atomic_write_json
+from sslbench.layout import RunLayout
 from sslbench.lock import RunLock
 from sslbench.protocol import Protocol
+from sslbench.records import DatasetInfo, RunHeader, Timings, TrainOutcome
 from sslbench.registry import registry
-from sslbench.store import (
-    SCHEMA_VERSION,
-    find_results,
-    protocol_info,
-    result_is_current,
-    result_path,
-    run_dir,
-    versions,
-    write_result,
-)
+from sslbench.scoring import ScoringJob, log, score
+from sslbench.store import check_run_dir, claim_run_dir, versions
+from sslbench.types import FeatureSet, ImageData
 
 ENCODER_KIND = "external"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-_VOLATILE = frozenset({"encoder_path", "features_path", "encoder_file_sha256"})  # not part of the identity
+#: Identity keys that may differ between evaluations of the same weights or arrays.
+_VOLATILE = frozenset({"encoder_path", "features_path", "encoder_file_sha256"})
 _WHY = {
     "transfer": "it requires a transfer split (transfer_x/transfer_y in a --features file)",
     "encoder": "it requires the encoder itself (use --encoder, not --features)",
@@ -88,11 +82,74 @@ class EvalConfig:
     device: str = "cpu"
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+@dataclass
+class _Input:
+    """What the inputs of one evaluation resolved to.
+
+    Attributes:
+        identity: The evaluation's identity (its ``config.json``).
+        dataset: What the features are computed on.
+        available: What the inputs provide to protocols (``labels``, ``transfer``, ``encoder``).
+        features: The features of a features file (``None`` until extracted for an encoder).
+        encoder: An external encoder, with the dataset to extract from.
+        data: That dataset.
+        encoder_hash: The encoder's identity (``None`` for a features file).
+    """
+
+    identity: dict[str, Any]
+    dataset: DatasetInfo
+    available: set[str]
+    features: FeatureSet | None = None
+    encoder: nn.Module | None = None
+    data: ImageData | None = None
+    encoder_hash: str | None = None
 
 
-# ----------------------------------------------------------------------------- protocols and results
+def _check_args(cfg: EvalConfig) -> tuple[Path, str]:
+    """The input file and the row name, after checking the flags that go together."""
+    if (cfg.encoder is None) == (cfg.features is None):
+        raise SslbenchError("give exactly one of --encoder or --features")
+    if cfg.features is not None:
+        extra = [f for f, v in (("--arch", cfg.arch), ("--width", cfg.width), ("--dataset", cfg.dataset),
+                                ("--data-root", cfg.data_root)) if v is not None]
+        if extra:
+            raise SslbenchError(f"{', '.join(extra)} go(es) with --encoder, not --features")
+    elif not cfg.dataset:
+        raise SslbenchError("--encoder needs --dataset (the images to extract features from)")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SslbenchError("--device cuda was asked for, but torch sees no CUDA device")
+    src = Path(cfg.encoder or cfg.features)  # type: ignore[arg-type]
+    name = cfg.name or src.stem
+    if not _NAME.fullmatch(name) or name == "cache":
+        raise SslbenchError(f"--name {name!r} must be one path component of letters, digits, '.', '_', '+', '-' "
+                            "(and not 'cache')")
+    for n in cfg.protocols or []:
+        registry("protocols").get(n)  # an unknown name fails before any loading ("did you mean")
+    return src, name
+
+
+def _features_input(cfg: EvalConfig, src: Path, name: str) -> _Input:
+    features, fp = load_features(src)
+    dataset = DatasetInfo(f"features:{src.name}", fp, str(src), len(features.train.x), len(features.test.x),
+                          len(features.transfer.x) if features.transfer is not None else None)
+    identity = {"method": name, "encoder_kind": ENCODER_KIND, "input": "features", "features_path": str(src),
+                "features_fingerprint": fp, "seed": cfg.seed}
+    available = {"labels"} | ({"transfer"} if features.transfer is not None else set())
+    return _Input(identity, dataset, available, features=features)
+
+
+def _encoder_input(cfg: EvalConfig, src: Path, name: str) -> _Input:
+    data = load_dataset(cfg.dataset, cfg.data_root)  # type: ignore[arg-type]
+    encoder, info = load_encoder(src, cfg.arch, cfg.width, data.channels)
+    file_hash = file_sha256(src)
+    # TorchScript carries code as well as weights: its identity is the file
+    enc_hash = file_hash if info["format"] == "torchscript" else encoder_hash(encoder)
+    dataset = DatasetInfo(data.name, data.fingerprint, data.source, int(data.train_images.shape[0]),
+                          int(data.test_images.shape[0]))
+    identity = {"method": name, "encoder_kind": ENCODER_KIND, "input": "encoder", "encoder_path": str(src),
+                "encoder_format": info["format"], "encoder_hash": enc_hash, "encoder_file_sha256": file_hash,
+                "arch": info["arch"], "width": info["width"], "dataset": data.name, "seed": cfg.seed}
+    return _Input(identity, dataset, {"labels", "encoder"}, encoder=encoder, data=data, encoder_hash=enc_hash)
 
 
 def select_protocols(names: list[str] | None, available: set[str]) -> list[Protocol]:
@@ -103,26 +160,15 @@ def select_protocols(names: list[str] | None, available: set[str]) -> list[Proto
     chosen, skipped = protocol.select_protocols(registry("protocols").names() if names is None else names,
                                                 available, why=_WHY)
     for msg in skipped:
-        _log(msg)
+        log(msg)
+    if not chosen:
+        raise SslbenchError("no protocol to run: every requested protocol needs inputs this evaluation lacks")
     return chosen
 
 
-def _check_eval_dir(rdir: Path, record: dict[str, Any]) -> None:
-    """Refuse to mix results of a different encoder/features (or a ``run``) into a run directory
-    that already holds results; file paths and bytes may differ, the weights or arrays may not."""
-    path = rdir / "config.json"
-    if not path.exists() or not any((rdir / "results").glob("*.json")):
-        return
-    old = json.loads(path.read_text())
-    new = json.loads(json.dumps(record))
-    diff = sorted(k for k in set(old) | set(new) if k not in _VOLATILE and old.get(k) != new.get(k))
-    if diff:
-        raise SslbenchError(f"{rdir} holds results of a different run or evaluation (differs in: "
-                            f"{', '.join(diff)}); use another --name or --out, or delete that directory")
-
-
 def evaluate(cfg: EvalConfig) -> int:
-    """Evaluate an external encoder or a features file, write results, print the leaderboard.
+    """Evaluate an external encoder or a features file and write its results (the command line
+    then writes and prints the leaderboard).
 
     Returns:
         The number of protocols that failed with a reported error (0 when all ran).
@@ -140,103 +186,27 @@ def evaluate(cfg: EvalConfig) -> int:
 
 def _evaluate(cfg: EvalConfig, lock: RunLock) -> int:
     """:func:`evaluate`, taking ``lock`` before it writes anything."""
-    if (cfg.encoder is None) == (cfg.features is None):
-        raise SslbenchError("give exactly one of --encoder or --features")
-    if cfg.features is not None:
-        extra = [f for f, v in (("--arch", cfg.arch), ("--width", cfg.width), ("--dataset", cfg.dataset),
-                                ("--data-root", cfg.data_root)) if v is not None]
-        if extra:
-            raise SslbenchError(f"{', '.join(extra)} go(es) with --encoder, not --features")
-    elif not cfg.dataset:
-        raise SslbenchError("--encoder needs --dataset (the images to extract features from)")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SslbenchError("--device cuda was asked for, but torch sees no CUDA device")
-    src = Path(cfg.encoder or cfg.features)  # type: ignore[arg-type]
-    name = cfg.name or src.stem
-    if not _NAME.fullmatch(name) or name == "cache":
-        raise SslbenchError(f"--name {name!r} must be one path component of letters, digits, '.', '_', '+', '-' "
-                            "(and not 'cache')")
-    out = Path(cfg.out)
-    for n in cfg.protocols or []:
-        registry("protocols").get(n)  # an unknown name fails before any loading ("did you mean")
-
+    src, name = _check_args(cfg)
     t0 = time.perf_counter()
-    if cfg.features is not None:
-        features, fp = load_features(src)
-        available = {"labels"} | ({"transfer"} if "transfer_x" in features.extra else set())
-        dataset = {"name": f"features:{src.name}", "fingerprint": fp, "source": str(src),
-                   "n_train": len(features.train_x), "n_test": len(features.test_x)}
-        if "transfer_x" in features.extra:
-            dataset["n_transfer"] = len(features.extra["transfer_x"])
-        record = {"method": name, "encoder_kind": ENCODER_KIND, "input": "features", "features_path": str(src),
-                  "features_fingerprint": fp, "seed": cfg.seed}
-        enc_hash, encoder, data = None, None, None
-        protocols = select_protocols(cfg.protocols, available)
-    else:
-        data = load_dataset(cfg.dataset, cfg.data_root)  # type: ignore[arg-type]
-        encoder, info = load_encoder(src, cfg.arch, cfg.width, data.channels)
-        file_hash = file_sha256(src)
-        # TorchScript carries code as well as weights: its identity is the file
-        enc_hash = file_hash if info["format"] == "torchscript" else encoder_hash(encoder)
-        dataset = {"name": data.name, "fingerprint": data.fingerprint, "source": data.source,
-                   "n_train": int(data.train_images.shape[0]), "n_test": int(data.test_images.shape[0])}
-        record = {"method": name, "encoder_kind": ENCODER_KIND, "input": "encoder", "encoder_path": str(src),
-                  "encoder_format": info["format"], "encoder_hash": enc_hash, "encoder_file_sha256": file_hash,
-                  "arch": info["arch"], "width": info["width"], "dataset": data.name, "seed": cfg.seed}
-        protocols = select_protocols(cfg.protocols, {"labels", "encoder"})
-    if not protocols:
-        raise SslbenchError("no protocol to run: every requested protocol needs inputs this evaluation lacks")
-
+    inp = _features_input(cfg, src, name) if cfg.features is not None else _encoder_input(cfg, src, name)
+    protocols = select_protocols(cfg.protocols, inp.available)
     if lock.acquire().taken_over:
-        _log(f"sslbench: {lock.taken_over}")
-    rdir = run_dir(out, name, cfg.seed)
-    _check_eval_dir(rdir, record)
-    todo = [p for p in protocols if not result_is_current(result_path(out, name, cfg.seed, p.name), p, enc_hash)]
+        log(f"sslbench: {lock.taken_over}")
+    layout = RunLayout(cfg.out)
+    paths = layout.run(name, cfg.seed)
+    check_run_dir(paths, inp.identity, _VOLATILE)  # refuse before extracting; write once features exist
+    job = ScoringJob(paths, inp.identity, _VOLATILE)
+    todo = job.pending(protocols, inp.encoder_hash)
     for p in protocols:
         if p not in todo:
-            _log(f"{name}/seed{cfg.seed}: {p.name} result present, skipped")
-    if todo and encoder is not None:
-        _log(f"{name}: extracting features of {src.name} on {data.name} ({cfg.device})")  # type: ignore[union-attr]
-        features = encoder_features(encoder, data, cfg.device, src)  # type: ignore[arg-type]
-    features_s = time.perf_counter() - t0
+            log(f"{paths.label}: {p.name} result present, skipped")
+    features = inp.features
+    if todo and inp.encoder is not None:
+        log(f"{name}: extracting features of {src.name} on {inp.data.name} ({cfg.device})")  # type: ignore[union-attr]
+        features = encoder_features(inp.encoder, inp.data, cfg.device, src)  # type: ignore[arg-type]
     if todo:
-        atomic_write_json(rdir / "config.json", record)
-
-    common = {
-        "schema_version": SCHEMA_VERSION,
-        "method": name,
-        "base": None,
-        "encoder_kind": ENCODER_KIND,
-        "loss_changes": {},
-        "seed": cfg.seed,
-        "config": record,
-        "run_config": dataclasses.asdict(cfg),
-        "dataset": dataset,
-        "train": {"status": ENCODER_KIND},
-        "versions": versions(),
-    }
-    failures = 0
-    for p in todo:
-        t1 = time.perf_counter()
-        try:
-            metrics = p.evaluate(features, cfg.seed)
-        except SslbenchError as e:
-            failures += 1
-            _log(f"ERROR {name}/seed{cfg.seed}: protocol {p.name!r}: {e} (the other protocols go on)")
-            continue
-        dt = time.perf_counter() - t1
-        doc = {
-            **common,
-            "protocol": protocol_info(p),
-            "metrics": metrics,
-            "encoder_hash": enc_hash,
-            "timings": {"train_s": 0.0, "features_s": features_s, "features_cache_hit": False, "protocol_s": dt},
-        }
-        path = result_path(out, name, cfg.seed, p.name)
-        write_result(path, doc, p.artifacts())
-        main = metrics.get(p.main_metric)
-        shown = f"{main:.4f}" if isinstance(main, int | float) else str(main)
-        _log(f"{name}/seed{cfg.seed}: {p.name}.{p.main_metric} = {shown} ({dt:.1f}s)")
-    table, notes = leaderboard.build(find_results(out))
-    print(leaderboard.write(table, notes, out))
-    return failures
+        claim_run_dir(paths, inp.identity, _VOLATILE)
+    header = RunHeader(name, None, ENCODER_KIND, {}, cfg.seed, inp.identity, dataclasses.asdict(cfg), inp.dataset,
+                       TrainOutcome(ENCODER_KIND), versions())
+    return score(job, header, todo, features, inp.encoder_hash,  # type: ignore[arg-type]
+                 Timings(features_s=time.perf_counter() - t0))

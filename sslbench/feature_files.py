@@ -18,7 +18,7 @@ import numpy as np
 from sslbench.data import fingerprint
 from sslbench.errors import SslbenchError
 from sslbench.protocol import check_features
-from sslbench.types import FeatureSet
+from sslbench.types import FeatureSet, Split
 
 REQUIRED_ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 OPTIONAL_ARRAYS = ("transfer_x", "transfer_y", "train_z", "test_z")
@@ -122,13 +122,12 @@ def load_features(path: str | Path) -> tuple[FeatureSet, str]:
     for n in ("train_z", "test_z"):
         if n in raw:
             arrays[n] = _feature_array(n, raw[n], path)
-    fs = FeatureSet(
-        train_x=arrays["train_x"], train_y=arrays["train_y"], test_x=arrays["test_x"], test_y=arrays["test_y"],
-        run=path.name, extra={n: arrays[n] for n in OPTIONAL_ARRAYS if n in arrays},
-    )
-    check_features(fs)
-    if "transfer_x" in arrays and arrays["transfer_x"].shape[1] != fs.train_x.shape[1]:
+    if "transfer_x" in arrays and arrays["transfer_x"].shape[1] != arrays["train_x"].shape[1]:
         raise SslbenchError(f"transfer_x in {path} has {arrays['transfer_x'].shape[1]} dims but train_x has "
-                            f"{fs.train_x.shape[1]}")
+                            f"{arrays['train_x'].shape[1]}")
+    transfer = Split(arrays["transfer_x"], arrays["transfer_y"]) if "transfer_x" in arrays else None
+    fs = FeatureSet(Split(arrays["train_x"], arrays["train_y"], arrays.get("train_z")),
+                    Split(arrays["test_x"], arrays["test_y"], arrays.get("test_z")), transfer, run=path.name)
+    check_features(fs)
     fp = fingerprint(*(arrays[n] for n in REQUIRED_ARRAYS + OPTIONAL_ARRAYS if n in arrays))
     return fs, fp

@@ -26,7 +26,7 @@ from sslbench import distributed as dist
 from sslbench.augment import TwoViews, normalize
 from sslbench.faults import maybe_fault
 from sslbench.io import TMP_SUFFIX, output_error
-from sslbench.types import FeatureSet, ImageData
+from sslbench.types import FeatureSet, ImageData, PositivePairs, Split
 
 #: Positive pairs extracted for the alignment reading of the collapse suite.
 DEFAULT_PAIRS = 2048
@@ -254,12 +254,26 @@ def cached_features(
                 _write_entry(path, arrays)
             except OSError as e:
                 raise output_error(path, e) from e  # OutputError: stops the sweep
-    fs = FeatureSet(
-        train_x=arrays["train_x"],
-        train_y=data.train_labels.numpy(),
-        test_x=arrays["test_x"],
-        test_y=data.test_labels.numpy(),
-        run=run,
-        extra={k: v for k, v in arrays.items() if k not in ("train_x", "test_x")},
+    return _from_entry(arrays, data.train_labels.numpy(), data.test_labels.numpy(), run), enc, hit
+
+
+def _from_entry(arrays: dict[str, np.ndarray], train_y: np.ndarray, test_y: np.ndarray, run: str = "") -> FeatureSet:
+    """The typed feature set of a cache entry's flat arrays (``train_x``, ``test_z``, ``pair_xa``, ...).
+
+    Args:
+        arrays: Flat arrays by their stored names.
+        train_y: ``(N_train,)`` labels.
+        test_y: ``(N_test,)`` labels.
+        run: Run id for messages.
+    """
+    transfer = None
+    if "transfer_x" in arrays:
+        transfer = Split(arrays["transfer_x"], arrays["transfer_y"])
+    pairs = None
+    if "pair_xa" in arrays:
+        pairs = PositivePairs(arrays["pair_xa"], arrays["pair_xb"], arrays.get("pair_za"), arrays.get("pair_zb"))
+    return FeatureSet(
+        train=Split(arrays["train_x"], train_y, arrays.get("train_z")),
+        test=Split(arrays["test_x"], test_y, arrays.get("test_z")),
+        transfer=transfer, pairs=pairs, run=run,
     )
-    return fs, enc, hit

@@ -2,14 +2,14 @@
 
 Columns are ``<protocol>.<metric>`` (accuracies as fractions), each with a
 ``<protocol>.<metric>_ci95`` half-width (Student-t over seeds; empty for one
-seed) and ``n_seeds``. Label-valued metrics (``collapse.status``) and the
-training outcome (``train.status``: finished, collapsed, diverged, or
+seed) and ``n_seeds``. Label-valued metrics (such as ``collapse.status``) and
+the training outcome (``train.status``: finished, collapsed, diverged, or
 not_trained for floors) are joined with ``/`` when seeds disagree.
 
-Rank (Borda count, as MTEB ranks models across tasks): for each protocol's
-main metric, rows are ranked in the metric's declared direction and a row
-earns one point per row it beats and half a point per tie; rows without the
-metric (a diverged run has no metrics) earn nothing and count as beaten.
+Rank (Borda count, as MTEB ranks models across tasks): for each labelled
+protocol's main metric, rows are ranked in the metric's declared direction and
+a row earns one point per row it beats and half a point per tie; rows without
+the metric (a diverged run has no metrics) earn nothing and count as beaten.
 ``borda`` is the sum over main metrics and ``rank`` the competition rank
 (1 = most points). **Floors are ranked too**: they are the yardstick, so a
 method's points say how many rows, floors included, it beats; its rank among
@@ -19,37 +19,93 @@ Floor deltas: for each floor row present (``random_init``, ``raw_pixels``) and
 each main metric, ``<protocol>.<metric>_vs_<floor>`` is ``row - floor`` (a
 plain difference: positive is better for a ``higher`` metric).
 
-Reference rows (floors) are marked and listed last. Written as md, csv, json
-(schema 2: rows plus directions, main metrics, protocol settings and floors,
-which :mod:`sslbench.compare` reads) and a self-contained html page.
+This module aggregates; :mod:`sslbench.leaderboard_render` writes the result as
+md, csv, json and html. Everything it knows about a protocol comes from the
+metric metadata recorded with the results, so a plugin protocol with an ordered
+label gets the same treatment as the built-in collapse suite.
 """
 
 from __future__ import annotations
 
-import html
-import json
 import math
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from sslbench.errors import SslbenchError, did_you_mean
-from sslbench.io import atomic_write_json, atomic_write_text
-from sslbench.registry import registry
+from sslbench.records import NOT_APPLICABLE, TRAIN_STATUSES, UNTRAINED_STATUSES, ResultRecord, is_number
 from sslbench.stats import t_ci95
 
-REFERENCE_ENCODERS = ("random_init", "raw_pixels")
-#: ``schema_version`` of leaderboard.json. 1: rows and notes; 2: adds directions,
-#: main_metrics, settings, floors, fingerprints.
-SCHEMA_VERSION = 2
-FORMATS = ("md", "csv", "json", "html")
-#: Label columns shown as badges, worst last.
-SEVERITY = {
-    "collapse.status": {"n/a": 0, "healthy": 0, "dimensional": 1, "complete": 2},
-    "train.status": {"not_trained": 0, "finished": 0, "collapsed": 1, "diverged": 2},
-}
+FLOORS = ("random_init", "raw_pixels")
+#: The label metric of the training outcome and its severity order (best first).
+TRAIN_LABEL = "train.status"
+TRAIN_ORDER = TRAIN_STATUSES
+
+
+@dataclass
+class Leaderboard:
+    """The aggregated leaderboard.
+
+    Attributes:
+        table: One row per method: ``method``, ``floor``, ``n_seeds``, ``train.status``,
+            ``train.minutes``, every metric column with its ``_ci95``, ``borda``,
+            ``rank`` and the floor deltas; trained methods first in rank order, floors last.
+        notes: Protocol settings, the rank rule and warnings (mixed data fingerprints
+            or protocol versions, duplicated runs).
+        shown: Directed metric columns in display order.
+        main: Main metric columns.
+        directions: Column -> ``"higher"``/``"lower"``.
+        settings: Protocol name -> ``{"version", "params"}``.
+        floors: Floor rows present.
+        deltas: Floor-delta columns.
+        fingerprints: Data fingerprints of the results.
+        labels: Label column -> its values in severity order, best first (with
+            :data:`TRAIN_LABEL`).
+        tolerances: Column pattern -> default compare tolerance.
+    """
+
+    table: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    shown: list[str] = field(default_factory=list)
+    main: list[str] = field(default_factory=list)
+    directions: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    floors: list[str] = field(default_factory=list)
+    deltas: list[str] = field(default_factory=list)
+    fingerprints: list[str] = field(default_factory=list)
+    labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    tolerances: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        """Whether it has no rows."""
+        return self.table.empty
+
+    def label_columns(self) -> list[str]:
+        """Protocol label columns present in the table (``train.status`` excluded)."""
+        return [c for c in self.labels if c != TRAIN_LABEL and c in self.table]
+
+    def severity(self, column: str, label: str) -> int | None:
+        """:func:`label_severity` of a label of ``column``."""
+        return label_severity(self.labels.get(column), label)
+
+
+def label_severity(order: tuple[str, ...] | None, label: str) -> int | None:
+    """Worst severity among the ``/``-joined values of ``label`` in ``order`` (best first).
+
+    ``n/a`` and the statuses of encoders not trained here rank with the best value.
+
+    Returns:
+        The position of the worst value; ``None`` without an order or for a value outside it.
+    """
+    if order is None:
+        return None
+    levels = {v: i for i, v in enumerate(order)} | {v: 0 for v in (NOT_APPLICABLE, *UNTRAINED_STATUSES)}
+    parts = label.split("/")
+    if not all(p in levels for p in parts):
+        return None
+    return max(levels[p] for p in parts)
 
 
 class _Collected:
@@ -65,61 +121,50 @@ class _Collected:
         self.main: dict[str, None] = {}
         self.labelled: set[str] = set()  # protocols that need labels: their main metrics rank
         self.shown: dict[str, None] = {}
+        self.orders: dict[str, tuple[str, ...]] = {TRAIN_LABEL: TRAIN_ORDER}
+        self.tolerances: dict[str, str] = {}
         self.fingerprints: set[str] = set()
         self.seen: set[tuple[str, int, str]] = set()
         self.duplicates: set[tuple[str, int, str]] = set()
 
-
-def _requires(info: dict[str, Any]) -> set[str]:
-    """A result's protocol requirements: recorded since they were, else the registered class's."""
-    if "requires" in info:
-        return set(info["requires"])
-    try:
-        return set(registry("protocols").get(info["name"]).requires)
-    except SslbenchError:  # a plugin no longer installed: rank it, as a labelled protocol
-        return {"labels"}
-
-
-def _collect(results: list[dict[str, Any]]) -> _Collected:
-    c = _Collected()
-    for r in results:
-        m, seed, proto = r["method"], r["seed"], r["protocol"]["name"]
-        key = (m, seed, proto)
-        (c.duplicates if key in c.seen else c.seen).add(key)
-        c.settings[proto] = r["protocol"]["params"]
-        c.versions.setdefault(proto, set()).add(str(r["protocol"]["version"]))
-        c.fingerprints.add(r["dataset"]["fingerprint"])
-        cols = c.values.setdefault(m, {})
-        directions = r["protocol"].get("directions", {})
-        main = r["protocol"].get("main_metric")
-        for k, d in directions.items():
-            c.directions[f"{proto}.{k}"] = d
-        if main is not None:
-            c.main[f"{proto}.{main}"] = None
-        if "labels" in _requires(r["protocol"]):
-            c.labelled.add(proto)
-        for k in [main, *directions]:
-            if k in r["metrics"]:
-                c.shown[f"{proto}.{k}"] = None
-        for k, v in r["metrics"].items():
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                cols.setdefault(f"{proto}.{k}", {})[seed] = float(v)
+    def add(self, r: ResultRecord) -> None:
+        """Gather one record."""
+        m, seed, p = r.run.method, r.run.seed, r.protocol
+        key = (m, seed, p.name)
+        (self.duplicates if key in self.seen else self.seen).add(key)
+        self.settings[p.name] = p.params
+        self.versions.setdefault(p.name, set()).add(str(p.version))
+        self.fingerprints.add(r.run.dataset.fingerprint)
+        meta = p.meta
+        self.directions.update({f"{p.name}.{k}": d for k, d in meta.directions.items()})
+        self.orders.update({f"{p.name}.{k}": tuple(v) for k, v in meta.labels.items()})
+        self.tolerances.update({f"{p.name}.{k}": v for k, v in meta.tolerances.items()})
+        if meta.main:
+            self.main[f"{p.name}.{meta.main}"] = None
+        if p.labelled:
+            self.labelled.add(p.name)
+        for k in [meta.main, *meta.directions]:
+            if k in r.metrics:
+                self.shown[f"{p.name}.{k}"] = None
+        cols = self.values.setdefault(m, {})
+        for k, v in r.metrics.items():
+            if is_number(v):
+                cols.setdefault(f"{p.name}.{k}", {})[seed] = float(v)
             else:
-                c.labels.setdefault(m, {}).setdefault(f"{proto}.{k}", set()).add(str(v))
-        i = c.info.setdefault(m, {"seeds": set(), "status": set(), "train_s": {}})
+                self.labels.setdefault(m, {}).setdefault(f"{p.name}.{k}", set()).add(str(v))
+        i = self.info.setdefault(m, {"seeds": set(), "status": set(), "train_s": {}})
         i["seeds"].add(seed)
-        i["status"].add(r.get("train", {}).get("status", "finished"))
-        i["train_s"][seed] = r.get("timings", {}).get("train_s", 0.0)
-        i["reference"] = r.get("encoder_kind", "trained") not in ("trained", "external")  # external: `sslbench eval`
-    return c
+        i["status"].add(r.run.train.status)
+        i["train_s"][seed] = r.timings.train_s
+        i["floor"] = r.run.is_floor
 
 
 def _rows(c: _Collected) -> list[dict[str, Any]]:
     rows = []
     for m, cols in c.values.items():
         i = c.info[m]
-        row: dict[str, Any] = {"method": m, "reference": i["reference"], "n_seeds": len(i["seeds"])}
-        row["train.status"] = "/".join(sorted(i["status"]))
+        row: dict[str, Any] = {"method": m, "floor": i["floor"], "n_seeds": len(i["seeds"])}
+        row[TRAIN_LABEL] = "/".join(sorted(i["status"]))
         row["train.minutes"] = round(float(np.mean(list(i["train_s"].values()))) / 60, 2)
         for col, by_seed in sorted(cols.items()):
             vals = list(by_seed.values())
@@ -199,234 +244,34 @@ def _notes(c: _Collected, main: list[str]) -> list[str]:
     return notes
 
 
-def build(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[str]]:
-    """Aggregate result records into the leaderboard table.
+def build(records: list[ResultRecord]) -> Leaderboard:
+    """Aggregate result records into the leaderboard.
 
     Args:
-        results: Result dicts (schema 1), from one or several run directories.
+        records: Result records, from one or several run directories.
 
     Returns:
-        ``(table, notes)``: one row per method, trained methods first in rank
-        order, floors last; notes list protocol settings and warnings (mixed
-        data fingerprints or protocol versions, duplicated runs).
-        ``table.attrs`` holds ``shown`` (directed metric columns in display
-        order), ``main`` (main metric columns), ``directions``, ``settings``
-        (protocol name -> version and params), ``floors`` and ``deltas``.
+        The :class:`Leaderboard`: one row per method, trained methods first in rank
+        order, floors last, with its notes and column metadata.
     """
-    c = _collect(results)
+    c = _Collected()
+    for r in records:
+        c.add(r)
     table = pd.DataFrame(_rows(c))
     first_seen = {col: i for i, col in enumerate(c.shown)}
-    # labelled protocols first, label-free collapse readings last; each keeps its main metric first
-    order = sorted(first_seen, key=lambda col: (col.startswith("collapse."), col.split(".")[0], first_seen[col]))
+    # labelled protocols first, label-free readings last; each keeps its main metric first
+    order = sorted(first_seen, key=lambda col: (col.split(".")[0] not in c.labelled, col.split(".")[0], first_seen[col]))
     main = [m for m in order if m in c.main and m in table]
-    floors = [f for f in REFERENCE_ENCODERS if not table.empty and f in set(table["method"])]
+    floors = [f for f in FLOORS if not table.empty and f in set(table["method"])]
     deltas: list[str] = []
     ranked = [m for m in main if m.split(".")[0] in c.labelled]
     if not table.empty:
         table = add_rank(table, ranked, c.directions)
         deltas = add_floor_deltas(table, main, floors)
-        table = table.sort_values(["reference", "rank", "method"], kind="stable").reset_index(drop=True)
-    table.attrs.update(
-        shown=[col for col in order if col in table],
-        main=main,
+        table = table.sort_values(["floor", "rank", "method"], kind="stable").reset_index(drop=True)
+    return Leaderboard(
+        table=table, notes=_notes(c, ranked), shown=[col for col in order if col in table], main=main,
         directions=dict(sorted(c.directions.items())),
         settings={p: {"version": "/".join(sorted(c.versions[p])), "params": c.settings[p]} for p in sorted(c.settings)},
-        floors=floors,
-        deltas=deltas,
-        fingerprints=sorted(c.fingerprints),
+        floors=floors, deltas=deltas, fingerprints=sorted(c.fingerprints), labels=c.orders, tolerances=c.tolerances,
     )
-    return table, _notes(c, ranked)
-
-
-def _fmt(v: Any, signed: bool = False) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    if isinstance(v, float):
-        return f"{v:+.4f}" if signed else f"{v:.4f}"
-    return str(v)
-
-
-def _label_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c.endswith(".status") and c != "train.status"]
-
-
-def _metric_columns(table: pd.DataFrame, metrics: list[str] | None) -> list[str]:
-    if metrics is not None:
-        return metrics
-    shown = list(table.attrs.get("shown") or [
-        c for c in table.columns if "." in c and not c.endswith("_ci95") and not c.startswith("train.")
-    ])
-    return shown + _label_columns(table)
-
-
-def _cell(row: pd.Series, col: str) -> str:
-    v, ci = row.get(col, float("nan")), row.get(f"{col}_ci95", float("nan"))
-    cell = _fmt(v)
-    if cell and isinstance(ci, float) and not math.isnan(ci):
-        cell += f" ± {ci:.4f}"
-    return cell
-
-
-def _name(row: pd.Series) -> str:
-    return row["method"] + (" (floor)" if row["reference"] else "")
-
-
-def _md_table(head: list[str], body: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in body)]
-
-
-def to_markdown(table: pd.DataFrame, notes: list[str], metrics: list[str] | None = None) -> str:
-    """Markdown: the leaderboard (``mean ± ci95`` per metric), the floor deltas, then the notes.
-
-    Args:
-        table: From :func:`build`.
-        notes: From :func:`build`.
-        metrics: Metric columns to show (default: the directed metrics, each
-            protocol's main metric first, then any ``.status`` column).
-    """
-    if table.empty:
-        return "(no results)\n"
-    metrics = _metric_columns(table, metrics)
-    head = ["method", "rank", "borda", "n_seeds", *metrics, "train.status", "train.minutes"]
-    body = []
-    for _, row in table.iterrows():
-        cells = [_name(row), str(row.get("rank", "")), f"{row.get('borda', 0.0):g}", str(row["n_seeds"])]
-        cells += [_cell(row, m) for m in metrics]
-        cells += [str(row["train.status"]) if not row["reference"] else "-", _fmt(row["train.minutes"])]
-        body.append(cells)
-    lines = _md_table(head, body)
-    deltas = table.attrs.get("deltas") or []
-    if deltas:
-        lines += ["", "Difference from the floors (row - floor, main metrics):", ""]
-        body = [[_name(row), *(_fmt(row.get(d), signed=True) for d in deltas)] for _, row in table.iterrows()]
-        lines += _md_table(["method", *[d.replace("_vs_", " vs ") for d in deltas]], body)
-    return "\n".join(lines) + "\n\n" + "".join(f"- {n}\n" for n in notes)
-
-
-def to_json(table: pd.DataFrame, notes: list[str]) -> dict[str, Any]:
-    """The leaderboard.json document (``schema_version`` :data:`SCHEMA_VERSION`)."""
-    records = json.loads(table.to_json(orient="records")) if not table.empty else []
-    keys = ("main", "directions", "settings", "floors", "shown", "fingerprints")
-    meta = {k: table.attrs.get(k, [] if k in ("main", "floors", "shown", "fingerprints") else {}) for k in keys}
-    return {"schema_version": SCHEMA_VERSION, "rows": records, "notes": notes, **{
-        ("main_metrics" if k == "main" else k): v for k, v in meta.items()}}
-
-
-CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:0.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}
-th{background:#f0f0f0;position:sticky;top:0}
-td:first-child,th:first-child{text-align:left}
-tr.floor td{background:#f7f7f7;font-style:italic}
-.ci{color:#888;font-size:11px}
-.badge{display:inline-block;padding:1px 7px;border-radius:9px;color:#fff;font-size:12px;font-style:normal}
-.b0{background:#2e7d32}.b1{background:#ef6c00}.b2{background:#c62828}.bna{background:#9e9e9e}
-.scroll{overflow-x:auto}
-img{max-width:100%;display:block;margin:0.5em 0 1em}
-ul.badges{list-style:none;padding:0}ul.badges li{margin:2px 0}
-"""
-
-
-def badge(col: str, value: Any) -> str:
-    """An html badge for a label column (green: healthy/finished, orange, red: worst, grey: n/a)."""
-    text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-    levels = SEVERITY.get(col, {})
-    parts = text.split("/") if text else []
-    known = [levels[p] for p in parts if p in levels]
-    cls = "bna" if not known or parts in (["n/a"], ["not_trained"]) else f"b{max(known)}"
-    return f'<span class="badge {cls}">{html.escape(text or "-")}</span>'
-
-
-def _html_row(row: pd.Series, metrics: list[str], labels: list[str]) -> str:
-    cells = [f"<td>{html.escape(_name(row))}</td>", f"<td>{row.get('rank', '')}</td>",
-             f"<td>{row.get('borda', 0.0):g}</td>", f"<td>{row['n_seeds']}</td>"]
-    for m in metrics:
-        v, ci = _fmt(row.get(m)), row.get(f"{m}_ci95", float("nan"))
-        ci_text = f' <span class="ci">± {ci:.4f}</span>' if v and isinstance(ci, float) and not math.isnan(ci) else ""
-        cells.append(f"<td>{html.escape(v)}{ci_text}</td>")
-    for col in labels:
-        cells.append(f"<td>{badge(col, row.get(col))}</td>")
-    cells.append(f"<td>{badge('train.status', row['train.status'])}</td><td>{_fmt(row['train.minutes'])}</td>")
-    return f'<tr class="{"floor" if row["reference"] else "method"}">' + "".join(cells) + "</tr>"
-
-
-def html_fragment(table: pd.DataFrame, notes: list[str], metrics: list[str] | None = None) -> str:
-    """The leaderboard, floor-delta table and notes as html (no ``<html>`` wrapper), for embedding."""
-    if table.empty:
-        return "<p>(no results)</p>"
-    metrics = [m for m in _metric_columns(table, metrics) if m not in _label_columns(table)]
-    labels = _label_columns(table)
-    head = ["method", "rank", "borda", "n_seeds", *metrics, *labels, "train.status", "train.minutes"]
-    parts = ['<div class="scroll"><table class="leaderboard"><thead><tr>',
-             "".join(f"<th>{html.escape(h)}</th>" for h in head), "</tr></thead><tbody>"]
-    parts += [_html_row(row, metrics, labels) for _, row in table.iterrows()]
-    parts.append("</tbody></table></div>")
-    deltas = table.attrs.get("deltas") or []
-    if deltas:
-        parts.append('<p>Difference from the floors (row - floor, main metrics):</p><div class="scroll"><table class="deltas"><tr>')
-        parts.append("".join(f"<th>{html.escape(h.replace('_vs_', ' vs '))}</th>" for h in ["method", *deltas]) + "</tr>")
-        for _, row in table.iterrows():
-            cells = "".join(f"<td>{_fmt(row.get(d), signed=True)}</td>" for d in deltas)
-            parts.append(f"<tr><td>{html.escape(_name(row))}</td>{cells}</tr>")
-        parts.append("</table></div>")
-    parts.append("<ul class=\"notes\">" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
-    return "".join(parts)
-
-
-def page(title: str, body: str) -> str:
-    """A complete self-contained html document (inline CSS, no external resources)."""
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
-
-
-def to_html(table: pd.DataFrame, notes: list[str], title: str = "sslbench leaderboard") -> str:
-    """The leaderboard as one self-contained html page."""
-    return page(title, f"<h1>{html.escape(title)}</h1>\n" + html_fragment(table, notes))
-
-
-def render(table: pd.DataFrame, notes: list[str], fmt: str = "md") -> str:
-    """The leaderboard in one of :data:`FORMATS`.
-
-    Raises:
-        SslbenchError: for an unknown format.
-    """
-    if fmt == "md":
-        return to_markdown(table, notes)
-    if fmt == "csv":
-        return table.to_csv(index=False)
-    if fmt == "json":
-        return json.dumps(to_json(table, notes), indent=2) + "\n"
-    if fmt == "html":
-        return to_html(table, notes)
-    raise did_you_mean(fmt, FORMATS, "leaderboard format")
-
-
-def write(table: pd.DataFrame, notes: list[str], out: Path) -> str:
-    """Write ``leaderboard.{md,csv,json,html}`` into ``out``; return the markdown."""
-    md = to_markdown(table, notes)
-    atomic_write_text(out / "leaderboard.md", md)
-    atomic_write_text(out / "leaderboard.csv", table.to_csv(index=False))
-    atomic_write_json(out / "leaderboard.json", to_json(table, notes))
-    atomic_write_text(out / "leaderboard.html", to_html(table, notes))
-    return md
-
-
-def load_results(dirs: list[str | Path]) -> list[dict[str, Any]]:
-    """Result records of one or several run directories (``--out`` of earlier runs), merged.
-
-    Raises:
-        SslbenchError: for a path that is not a directory or holds no results.
-    """
-    from sslbench.store import find_results
-
-    results: list[dict[str, Any]] = []
-    for d in dirs:
-        path = Path(d)
-        if not path.is_dir():
-            raise SslbenchError(f"{d} is not a directory")
-        found = find_results(path)
-        if not found:
-            raise SslbenchError(f"no results under {d} (expected <method>/seed<k>/results/*.json)")
-        results += found
-    return results

@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 from sslbench.errors import SslbenchError
 from sslbench.io import atomic_write_json
+from sslbench.layout import RunLayout
 
 if TYPE_CHECKING:
     from sslbench.config import RunConfig
     from sslbench.protocol import Protocol
     from sslbench.types import ImageData
 
-MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
 VERSION_KEYS = ("python", "torch", "torchvision", "faiss", "numpy", "sslbench")
 
@@ -52,7 +52,7 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
     Raises:
         SslbenchError: for a file that is not a manifest.
     """
-    path = Path(out) / MANIFEST
+    path = RunLayout(out).manifest
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
@@ -79,7 +79,7 @@ class Manifest:
 
     def __init__(self, out: str | Path, cfg: RunConfig, versions: dict[str, str] | None = None) -> None:
         self.out = Path(out)
-        self.path = self.out / MANIFEST
+        self.path = RunLayout(out).manifest
         self.cfg = cfg
         self._versions = versions
         self.failures = 0
@@ -96,7 +96,7 @@ class Manifest:
         try:
             self._doc = read_manifest(self.out)
         except SslbenchError as e:
-            aside = self.path.with_name(f"{MANIFEST}.unreadable-{int(time.time())}")
+            aside = self.path.with_name(f"{self.path.name}.unreadable-{int(time.time())}")
             os.replace(self.path, aside)
             print(f"sslbench: warning: {e}; moved it to {aside} and started a new manifest",
                   file=sys.stderr, flush=True)
@@ -116,7 +116,7 @@ class Manifest:
             "versions": {k: self._versions.get(k, "unknown") for k in VERSION_KEYS},
             "git": self._versions.get("git", "unknown"),
             "methods": list(cfg.methods),
-            "references": list(cfg.references),
+            "floors": list(cfg.floors),
             "seeds": list(cfg.seeds),
             "preset": cfg.preset,
             "dataset": cfg.dataset,

@@ -1,10 +1,12 @@
 """The method contract: a short registered recipe on the one shared training loop.
 
 A :class:`Method` says how to build the trainable model around a backbone
-(projector, predictor, target network), which frozen loss config it uses, its
-two view recipes and its default hyperparameters per preset. The training loop
+(projector, predictor, target network), which frozen loss config it uses (and,
+for methods with a momentum target, which target-update config), its two view
+recipes and its default hyperparameters per preset. The training loop
 (:mod:`sslbench.train`) owns everything else. A variant is the same recipe with
-changed loss fields (:func:`derive_variant`), never a flag inside another loss.
+changed loss or target fields (:func:`derive_variant`), never a flag inside
+another loss.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import nn
 
-from sslbench.augment import ViewConfig
 from sslbench.errors import SslbenchError, did_you_mean
 
 
@@ -33,6 +34,37 @@ class StepOutput(NamedTuple):
     loss: torch.Tensor
     terms: dict[str, torch.Tensor]
     z: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """Strength of each augmentation of one view.
+
+    Attributes:
+        crop_scale: Range of the crop area as a fraction of the image.
+        crop_ratio: Range of the crop aspect ratio (log-uniform).
+        flip_p: Probability of a horizontal flip.
+        jitter_p: Probability of applying colour jitter.
+        brightness: Brightness factor range ``1 +- brightness``.
+        contrast: Contrast factor range ``1 +- contrast``.
+        saturation: Saturation factor range ``1 +- saturation`` (RGB only).
+        grayscale_p: Probability of grayscale (RGB only).
+        blur_p: Probability of a Gaussian blur, kernel about 10% of the side.
+        blur_sigma: Range of the blur sigma, in pixels.
+        solarize_p: Probability of solarisation at threshold 0.5.
+    """
+
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -77,12 +109,14 @@ class Method:
         name: Registry name.
         summary: One line for ``sslbench ls methods``.
         paper: Citation.
-        build: ``(backbone, heads, loss_config) -> nn.Module`` with attributes
+        build: ``(backbone, heads, loss_config) -> nn.Module`` (with a ``target``:
+            ``(backbone, heads, loss_config, target_config)``) with attributes
             ``backbone`` and ``projector`` whose ``forward(v1, v2)``
             returns a :class:`StepOutput`; it may define ``param_groups()`` (dicts
             with ``params`` and optional ``fixed_lr``/``no_decay`` flags) and
-            ``after_step(progress)`` (EMA updates). ``None`` for reference encoders.
+            ``after_step(progress)`` (EMA updates). ``None`` for floors.
         loss: Frozen loss config dataclass.
+        target: Frozen config of the target-network update (BYOL's EMA rates), or ``None``.
         heads: Head sizes (``proj_dim``, ``pred_hidden``, ...), per method.
         train: Default :class:`TrainConfig`.
         presets: Per preset name, overrides ``{"train": {...}, "heads": {...}, "views": {...}}``
@@ -103,6 +137,15 @@ class Method:
     views: tuple[ViewConfig, ViewConfig] = (ViewConfig(), ViewConfig())
     base: str | None = None
     encoder: EncoderKind = "trained"
+    target: Any = None
+
+    def build_model(self, backbone: nn.Module, heads: dict[str, int]) -> nn.Module:
+        """The trainable model around ``backbone`` (see ``build``)."""
+        if self.build is None:
+            raise SslbenchError(f"{self.name!r} is a floor: it has no model to train")
+        if self.target is None:
+            return self.build(backbone, heads, self.loss)
+        return self.build(backbone, heads, self.loss, self.target)
 
     def resolve(
         self,
@@ -137,26 +180,54 @@ class Method:
         return (dataclasses.replace(self.views[0], **changes), dataclasses.replace(self.views[1], **changes))
 
 
-def loss_changes(loss: Any, base_loss: Any) -> dict[str, Any]:
-    """Fields of a loss config that differ from the base method's (for results)."""
-    if loss is None or base_loss is None:
+def variant_changes(method: Method, base: Method | None) -> dict[str, Any]:
+    """The fields a variant changes from its base (for results): loss fields by name,
+    target-update fields as ``target.<name>``; ``{}`` for a method that is no variant."""
+    if base is None:
         return {}
-    a, b = dataclasses.asdict(loss), dataclasses.asdict(base_loss)
+    out = _changed(method.loss, base.loss)
+    out.update({f"target.{k}": v for k, v in _changed(method.target, base.target).items()})
+    return out
+
+
+def _changed(cfg: Any, base_cfg: Any) -> dict[str, Any]:
+    if cfg is None or base_cfg is None:
+        return {}
+    a, b = dataclasses.asdict(cfg), dataclasses.asdict(base_cfg)
     return {k: v for k, v in a.items() if b.get(k) != v}
 
 
-def derive_variant(base: Method, name: str, summary: str, **loss_fields: Any) -> Method:
-    """A variant: ``base`` with the given loss-config fields changed, nothing else.
+def _replace_fields(cfg: Any, changes: dict[str, Any], what: str, base: Method) -> Any:
+    """``cfg`` with ``changes``, checking every name against its fields."""
+    if not changes:
+        return cfg
+    if cfg is None:
+        raise SslbenchError(f"{base.name!r} has no {what} to change")
+    known = {f.name for f in dataclasses.fields(cfg)}
+    for key in changes:
+        if key not in known:
+            raise did_you_mean(key, known, f"{what} field of {base.name!r}")
+    return dataclasses.replace(cfg, **changes)
+
+
+def derive_variant(base: Method, name: str, summary: str, *, loss: dict[str, Any] | None = None,
+                   target: dict[str, Any] | None = None) -> Method:
+    """A variant: ``base`` with the given loss and/or target-update fields changed, nothing else.
+
+    Args:
+        base: The method it changes.
+        name: Registry name of the variant.
+        summary: One line for ``sslbench ls``.
+        loss: Loss-config fields to change (e.g. ``{"var_coeff": 0.0}``).
+        target: Target-update fields to change (e.g. BYOL's ``{"tau_base": 0.0}``).
 
     Raises:
-        SslbenchError: for a field the base loss config does not have.
+        SslbenchError: for a field the base does not declare, or no change at all.
     """
-    known = {f.name for f in dataclasses.fields(base.loss)}
-    for key in loss_fields:
-        if key not in known:
-            raise did_you_mean(key, known, f"loss field of {base.name!r}")
-    if not loss_fields:
+    if not loss and not target:
         raise SslbenchError(f"variant {name!r} changes nothing in {base.name!r}")
     return dataclasses.replace(
-        base, name=name, summary=summary, loss=dataclasses.replace(base.loss, **loss_fields), base=base.name
+        base, name=name, summary=summary, base=base.name,
+        loss=_replace_fields(base.loss, loss or {}, "loss", base),
+        target=_replace_fields(base.target, target or {}, "target", base),
     )

@@ -19,7 +19,7 @@ class Preset:
         epochs: Pretraining epochs (a method may set its own for this preset in its
             ``presets[name]["train"]``; the user's ``--epochs`` overrides both).
         transfer: Dataset of the ``few_shot_transfer`` protocol ("" for none).
-        views: :class:`~sslbench.augment.ViewConfig` fields changed in both views of
+        views: :class:`~sslbench.method.ViewConfig` fields changed in both views of
             every method (augmentation strength belongs to the image size).
     """
 

@@ -4,8 +4,16 @@ A protocol is one small class, registered by name (built-ins in
 :mod:`sslbench.builtins`, third parties through the entry-point group
 ``sslbench.protocols``). Its parameters are dataclass fields, so they are
 recorded in every result and can be set from a config file. Estimators are
-built inside ``evaluate``, never shared between calls. Heavy maths lives in pure
-functions next to the protocol class.
+built inside ``evaluate``, never shared between calls, and ``evaluate`` keeps no
+state: it returns its metrics and artifacts together as an :class:`Evaluation`.
+Heavy maths lives in pure functions next to the protocol class.
+
+A protocol declares its metric metadata (:class:`~sslbench.records.MetricMeta`):
+which metrics are directed and which way, its main metric, label-valued metrics
+with their severity order, default compare tolerances, the label-free readings
+an analysis may correlate with accuracy, and how a report draws its artifacts.
+The metadata is recorded with every result, so the leaderboard, ``compare``, the
+report and the analysis treat every protocol alike and never name one.
 
 Example::
 
@@ -17,23 +25,44 @@ Example::
         metrics: ClassVar[dict[str, Direction]] = {"top1": "higher"}
         main_metric: ClassVar[str] = "top1"
 
-        def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float | str]:
+        def evaluate(self, features: FeatureSet, seed: int) -> Evaluation:
             ...
+            return Evaluation({"top1": acc})
+
+A protocol whose metric names depend on its parameters overrides :meth:`Protocol.meta`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from sslbench.errors import SslbenchError
-from sslbench.types import Direction, FeatureSet
+from sslbench.errors import SslbenchError, did_you_mean
+from sslbench.records import Metric, MetricMeta, ProtocolInfo
+from sslbench.types import Direction, FeatureSet, Split
 
 #: What a protocol may require of its inputs.
 REQUIREMENTS = frozenset({"labels", "transfer", "encoder"})
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one ``evaluate`` call measured.
+
+    Attributes:
+        metrics: Flat ``{metric: value}``: the main metric and every directed metric
+            the inputs allow; extra keys (floats, or short strings such as a status)
+            are recorded too.
+        artifacts: Arrays worth saving beside the result (a seeded episode list,
+            per-episode scores, a spectrum); written to ``<protocol>.artifacts.npz``.
+    """
+
+    metrics: dict[str, Metric]
+    artifacts: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,8 +73,13 @@ class Protocol:
         name: Registry name; metric columns are ``<name>.<metric>``.
         version: Bumped whenever a change alters the numbers it reports.
         requires: Subset of :data:`REQUIREMENTS`.
-        metrics: Metric name -> direction (``"higher"`` or ``"lower"`` is better).
+        metrics: Metric name -> direction (``"higher"`` or ``"lower"`` is better)
+            with the default parameters.
         main_metric: The metric used for ranking.
+        labels: Label-valued metric -> its values in severity order, best first.
+        tolerances: Default compare tolerances, metric pattern -> ``"0.02"`` or ``"5%"``.
+        readings: Label-free readings an analysis may correlate with accuracy.
+        plots: Artifact name -> how a report draws it (``"spectrum"``).
     """
 
     name: ClassVar[str] = ""
@@ -53,27 +87,35 @@ class Protocol:
     requires: ClassVar[frozenset[str]] = frozenset()
     metrics: ClassVar[dict[str, Direction]] = {}
     main_metric: ClassVar[str] = ""
+    labels: ClassVar[dict[str, tuple[str, ...]]] = {}
+    tolerances: ClassVar[dict[str, str]] = {}
+    readings: ClassVar[tuple[str, ...]] = ()
+    plots: ClassVar[dict[str, str]] = {}
+
+    def meta(self) -> MetricMeta:
+        """The metric metadata of this instance (the class attributes unless overridden)."""
+        return MetricMeta(dict(self.metrics), self.main_metric, dict(self.labels), dict(self.tolerances),
+                          tuple(self.readings), dict(self.plots))
 
     def params(self) -> dict[str, Any]:
         """The protocol's parameters (its dataclass fields) for the result record."""
         return dataclasses.asdict(self)
 
-    def artifacts(self) -> dict[str, np.ndarray]:
-        """Arrays of the last ``evaluate`` call worth saving with its result (e.g. a
-        seeded episode list or per-episode scores); none by default."""
-        return {}
+    def info(self) -> ProtocolInfo:
+        """The ``protocol`` block of this instance's results."""
+        params = json.loads(json.dumps(self.params()))  # tuples -> lists, as a result file holds them
+        return ProtocolInfo(self.name, self.version, params, tuple(sorted(self.requires)), self.meta())
 
-    def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float | str]:
+    def evaluate(self, features: FeatureSet, seed: int) -> Evaluation:
         """Compute the metrics on frozen features.
 
         Args:
-            features: Train/test features and labels of one encoder.
+            features: Train/test features and labels of one encoder, already checked
+                by :func:`check_features`.
             seed: Seed for every random choice the protocol makes.
 
         Returns:
-            Flat ``{metric: value}``: the main metric and every directed metric the
-            inputs allow (e.g. projector readings only when there is a projector);
-            extra keys (floats, or short strings such as a status) are recorded too.
+            The metrics and artifacts.
         """
         raise NotImplementedError
 
@@ -88,8 +130,6 @@ def build_protocol(cls: type[Protocol], params: dict[str, Any] | None = None) ->
     known = {f.name for f in dataclasses.fields(cls)}
     for key in params:
         if key not in known:
-            from sslbench.errors import did_you_mean
-
             raise did_you_mean(key, known, f"parameter of protocol {cls.name!r}")
     return cls(**params)
 
@@ -131,39 +171,41 @@ def check_features(features: FeatureSet) -> None:
     Raises:
         SslbenchError: on wrong shapes, non-finite values or label mismatches.
     """
-    where = f" (run {features.run})" if features.run else ""
-    for split in ("train", "test"):
-        x = getattr(features, f"{split}_x")
-        y = getattr(features, f"{split}_y")
-        if x.ndim != 2:
-            raise SslbenchError(f"{split}_x must be 2-D (N, D), got shape {x.shape}{where}")
-        if y.ndim != 1 or len(y) != len(x):
-            raise SslbenchError(
-                f"{split}_y must be 1-D with {len(x)} labels to match {split}_x, "
-                f"got shape {y.shape}{where}"
-            )
-        if not np.isfinite(x).all():
-            bad = int((~np.isfinite(x)).any(axis=1).sum())
-            raise SslbenchError(f"{split}_x has NaN or Inf in {bad} rows{where}")
-    for name, arr in features.extra.items():
-        prefix, _, kind = name.rpartition("_")
-        if kind == "y":  # the label vector of an extra split, e.g. transfer_y
-            x = features.extra.get(f"{prefix}_x")
-            n = len(x) if x is not None else len(arr)
-            if arr.ndim != 1 or len(arr) != n:
-                raise SslbenchError(
-                    f"{name} must be 1-D with {n} labels to match {prefix}_x, got shape {arr.shape}{where}"
-                )
-            continue
-        split = name.split("_")[0]
-        n = len(getattr(features, f"{split}_x")) if split in ("train", "test") else len(arr)
-        if arr.ndim != 2 or len(arr) != n:
-            raise SslbenchError(f"{name} must be 2-D with {n} rows, got shape {arr.shape}{where}")
-        if not np.isfinite(arr).all():
-            bad = int((~np.isfinite(arr)).any(axis=1).sum())
-            raise SslbenchError(f"{name} has NaN or Inf in {bad} rows{where}")
-    if features.train_x.shape[1] != features.test_x.shape[1]:
-        raise SslbenchError(
-            f"train_x has {features.train_x.shape[1]} dims but test_x has "
-            f"{features.test_x.shape[1]}{where}"
-        )
+    where = features.where()
+    splits = {"train": features.train, "test": features.test}
+    if features.transfer is not None:
+        splits["transfer"] = features.transfer
+    for name, split in splits.items():
+        _check_split(name, split, where)
+    if features.train.x.shape[1] != features.test.x.shape[1]:
+        raise SslbenchError(f"train_x has {features.train.x.shape[1]} dims but test_x has "
+                            f"{features.test.x.shape[1]}{where}")
+    if features.transfer is not None and features.transfer.x.shape[1] != features.train.x.shape[1]:
+        raise SslbenchError(f"transfer_x has {features.transfer.x.shape[1]} dims but train_x has "
+                            f"{features.train.x.shape[1]}{where}")
+    if (features.train.z is None) != (features.test.z is None):
+        raise SslbenchError(f"only one of train_z/test_z is given; give both or neither{where}")
+    if features.pairs is not None:
+        p = features.pairs
+        for name, arr in (("pair_xa", p.xa), ("pair_xb", p.xb), ("pair_za", p.za), ("pair_zb", p.zb)):
+            if arr is not None:
+                _check_rows(name, arr, len(p.xa), where)
+
+
+def _check_split(name: str, split: Split, where: str) -> None:
+    _check_rows(f"{name}_x", split.x, len(split.x), where)
+    if split.y.ndim != 1 or len(split.y) != len(split.x):
+        raise SslbenchError(f"{name}_y must be 1-D with {len(split.x)} labels to match {name}_x, "
+                            f"got shape {split.y.shape}{where}")
+    if len(split.y) and split.y.min() < 0:
+        raise SslbenchError(f"{name}_y has negative labels (min {split.y.min()}); labels must be 0..C-1{where}")
+    if split.z is not None:
+        _check_rows(f"{name}_z", split.z, len(split.x), where)
+
+
+def _check_rows(name: str, arr: np.ndarray, n: int, where: str) -> None:
+    if arr.ndim != 2 or len(arr) != n:
+        raise SslbenchError(f"{name} must be 2-D with {n} rows, got shape {arr.shape}{where}")
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).any(axis=1).sum())
+        raise SslbenchError(f"{name} has NaN or Inf in {bad} rows{where}")

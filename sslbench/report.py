@@ -1,13 +1,14 @@
 """``sslbench report DIR``: one self-contained HTML page of a sweep.
 
-The page holds, in order: collapse badges per method (``collapse.status`` and
-the training outcome), the leaderboard (:func:`sslbench.leaderboard.html_fragment`),
-a bar chart with 95% CI whiskers per protocol main metric (floors grey, with a
-dashed line at each floor's value), the singular-value spectrum per method
-(from ``results/collapse.artifacts.npz``: ``spectrum_backbone`` and
+The page holds, in order: badges per method (every ordered label a protocol
+records, such as ``collapse.status``, and the training outcome), the leaderboard
+(:func:`sslbench.leaderboard_render.html_fragment`), a bar chart with 95% CI
+whiskers per protocol main metric (floors grey, with a dashed line at each
+floor's value), the spectra per method (the artifacts a protocol declares as
+``"spectrum"`` plots, such as the collapse suite's ``spectrum_backbone`` and
 ``spectrum_projector``, each divided by its largest value) and the training
-curves per method from ``metrics.jsonl`` (loss, its named terms, the std of
-the l2-normalised embeddings against ``1/sqrt(D)``, probe RankMe).
+curves per method from the training log (loss, its named terms, the std of the
+l2-normalised embeddings against ``1/sqrt(D)``, probe RankMe).
 
 Every figure is a PNG made with matplotlib's Agg canvas (no display, no
 pyplot state) and embedded as a ``data:image/png;base64`` URI; the CSS is
@@ -19,7 +20,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import os
 from collections.abc import Iterable
@@ -32,11 +32,16 @@ import pandas as pd
 from sslbench import leaderboard
 from sslbench.errors import SslbenchError
 from sslbench.io import atomic_write_text
+from sslbench.layout import RunLayout, RunPaths
+from sslbench.leaderboard import TRAIN_LABEL, Leaderboard
+from sslbench.leaderboard_render import badge, html_fragment, page, row_name
+from sslbench.records import MetricMeta, ResultRecord
+from sslbench.store import load_records
+from sslbench.training_log import read_log
 
-#: metrics.jsonl keys that are not loss terms.
+#: Training-log columns that are not loss terms.
 NOT_TERMS = frozenset({"epoch", "step", "lr", "world_size", "loss", "std_l2", "std_l2_ref", "images_per_s",
                        "data_share", "epoch_s"})
-SPECTRUM_LAYERS = (("spectrum_backbone", "backbone"), ("spectrum_projector", "projector"))
 METHOD_COLOR = "#1f77b4"
 FLOOR_COLOR = "#9e9e9e"
 
@@ -67,42 +72,46 @@ def _img(uri: str, alt: str) -> str:
 # ---------------------------------------------------------------- inputs
 
 
-def run_dirs(dirs: Iterable[Path], results: list[dict[str, Any]]) -> dict[str, list[Path]]:
-    """Method -> its run directories (``<dir>/<method>/seed<k>``) that hold results, sorted by seed."""
-    out: dict[str, set[Path]] = {}
+def run_dirs(dirs: Iterable[Path], records: list[ResultRecord]) -> dict[str, list[RunPaths]]:
+    """Method -> its run directories that hold results, sorted by seed."""
+    out: dict[str, dict[Path, RunPaths]] = {}
     for d in dirs:
-        for r in results:
-            rdir = Path(d) / r["method"] / f"seed{r['seed']}"
-            if rdir.is_dir():
-                out.setdefault(r["method"], set()).add(rdir)
-    return {m: sorted(ps, key=lambda p: (int(p.name.removeprefix("seed")), str(p))) for m, ps in out.items()}
+        layout = RunLayout(d)
+        for r in records:
+            paths = layout.run(r.run.method, r.run.seed)
+            if paths.dir.is_dir():
+                out.setdefault(r.run.method, {})[paths.dir] = paths
+    return {m: sorted(ps.values(), key=lambda p: (p.seed, str(p.dir))) for m, ps in out.items()}
 
 
-def read_curves(rdir: Path) -> pd.DataFrame:
-    """The numeric columns of ``<rdir>/metrics.jsonl``, one row per epoch (empty when absent)."""
-    path = rdir / "metrics.jsonl"
-    if not path.exists():
-        return pd.DataFrame()
-    rows = []
-    for ln in path.read_text().splitlines():
+def read_curves(paths: RunPaths) -> pd.DataFrame:
+    """The numeric columns of a run's training log, one row per epoch (empty when absent)."""
+    return pd.DataFrame([row.numbers for row in read_log(paths.metrics_log)])
+
+
+def spectrum_plots(records: list[ResultRecord]) -> dict[str, list[str]]:
+    """Protocol -> its artifacts drawn as spectra (declared ``"spectrum"`` plots)."""
+    out: dict[str, list[str]] = {}
+    for r in records:
+        names = [k for k, kind in r.protocol.meta.plots.items() if kind == "spectrum"]
+        if names:
+            out[r.protocol.name] = names
+    return out
+
+
+def read_spectra(paths: RunPaths, plots: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """The declared spectra in a run's artifacts, by artifact name (``{}`` when absent)."""
+    out: dict[str, np.ndarray] = {}
+    for proto, names in plots.items():
+        path = paths.artifacts(proto)
+        if not path.exists():
+            continue
         try:
-            row = json.loads(ln)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill; the resume rewrites it
-        rows.append({k: v for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)})
-    return pd.DataFrame(rows)
-
-
-def read_spectra(rdir: Path) -> dict[str, np.ndarray]:
-    """``spectrum_backbone``/``spectrum_projector`` of ``results/collapse.artifacts.npz`` (``{}`` when absent)."""
-    path = rdir / "results" / "collapse.artifacts.npz"
-    if not path.exists():
-        return {}
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: np.asarray(npz[k], dtype=np.float64) for k, _ in SPECTRUM_LAYERS if k in npz}
-    except (OSError, ValueError):
-        return {}
+            with np.load(path, allow_pickle=False) as npz:
+                out.update({k: np.asarray(npz[k], dtype=np.float64) for k in names if k in npz})
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 # ---------------------------------------------------------------- figures
@@ -119,10 +128,10 @@ def bar_chart(table: pd.DataFrame, metric: str, direction: str) -> str:
     ax = axes[0, 0]
     values = rows[metric].astype(float).to_numpy()
     ci = pd.to_numeric(rows.get(f"{metric}_ci95", pd.Series(np.nan, index=rows.index)), errors="coerce").fillna(0.0).to_numpy()
-    colors = [FLOOR_COLOR if ref else METHOD_COLOR for ref in rows["reference"]]
+    colors = [FLOOR_COLOR if floor else METHOD_COLOR for floor in rows["floor"]]
     x = np.arange(len(rows))
     ax.bar(x, values, yerr=ci if ci.any() else None, color=colors, capsize=3, ecolor="#333")
-    for _, floor in rows[rows["reference"]].iterrows():
+    for _, floor in rows[rows["floor"]].iterrows():
         ax.axhline(floor[metric], color=FLOOR_COLOR, linestyle="--", linewidth=0.8)
     ax.set_xticks(x, list(rows["method"]), rotation=45, ha="right", fontsize=8)
     ax.set_title(f"{metric} ({direction} is better; whiskers: 95% CI over seeds)", fontsize=9)
@@ -133,13 +142,13 @@ def bar_chart(table: pd.DataFrame, metric: str, direction: str) -> str:
     return png_data_uri(fig)
 
 
-def spectrum_chart(spectra: dict[str, dict[str, np.ndarray]]) -> str:
-    """Normalised spectra (``s / s_max``, log scale) of every method, one panel per layer."""
+def spectrum_chart(spectra: dict[str, dict[str, np.ndarray]], names: list[str]) -> str:
+    """Normalised spectra (``s / s_max``, log scale) of every method, one panel per artifact name."""
     from matplotlib import colormaps
 
     cmap = colormaps["tab20"]
-    fig, axes = _figure(ncols=len(SPECTRUM_LAYERS), width=10.0, height=3.8)
-    for ax, (key, layer) in zip(axes[0], SPECTRUM_LAYERS, strict=True):
+    fig, axes = _figure(ncols=len(names), width=5.0 * len(names), height=3.8)
+    for ax, key in zip(axes[0], names, strict=True):
         for i, (method, arrays) in enumerate(spectra.items()):
             s = arrays.get(key)
             if s is None or not len(s) or not np.isfinite(s).all() or s.max() <= 0:
@@ -148,7 +157,7 @@ def spectrum_chart(spectra: dict[str, dict[str, np.ndarray]]) -> str:
             style = ("-", "--", ":")[(i // 20) % 3]  # tab20 has 20 colours; then the line style changes
             ax.semilogy(np.arange(1, len(s) + 1), np.maximum(s, 1e-12), style, label=method, linewidth=1.2,
                         color=cmap(i % 20))
-        ax.set_title(f"{layer}: sorted singular values / largest", fontsize=9)
+        ax.set_title(f"{key}: sorted values / largest", fontsize=9)
         ax.set_xlabel("index", fontsize=8)
         ax.axhline(1e-5, color="#c62828", linestyle=":", linewidth=0.8)
         if ax.get_legend_handles_labels()[0]:
@@ -200,45 +209,50 @@ def curves_chart(method: str, curves: list[tuple[str, pd.DataFrame]]) -> str:
 # ---------------------------------------------------------------- sections
 
 
-def badges_section(table: pd.DataFrame) -> str:
-    """One line per method: collapse status and training outcome as badges, with the collapse readings."""
+def badges_section(board: Leaderboard, metas: dict[str, MetricMeta]) -> str:
+    """One line per method: each ordered label and the training outcome as badges, with the readings
+    (main metric and declared readings) of the protocols that give those labels."""
     items = []
-    for _, row in table.iterrows():
-        readings = ", ".join(
-            f"{c.split('.', 1)[1]} {row[c]:.4g}" for c in ("collapse.rankme", "collapse.z_rankme", "collapse.z_std_l2")
-            if c in row and isinstance(row[c], float) and math.isfinite(row[c])
-        )
-        collapse = leaderboard.badge("collapse.status", row.get("collapse.status"))
-        train = leaderboard.badge("train.status", row.get("train.status"))
-        items.append(f"<li><b>{html.escape(leaderboard._name(row))}</b> collapse {collapse} training {train} "
-                     f'<span class="ci">{html.escape(readings)}</span></li>')
+    for _, row in board.table.iterrows():
+        parts, readings = [], []
+        for col in board.label_columns():
+            proto = col.split(".")[0]
+            parts.append(f"{html.escape(col.split('.', 1)[1])} {badge(board, col, row.get(col))}")
+            meta = metas.get(proto)
+            for name in dict.fromkeys([meta.main, *meta.readings][:3] if meta else []):
+                v = row.get(f"{proto}.{name}")
+                if isinstance(v, float) and math.isfinite(v):
+                    readings.append(f"{name} {v:.4g}")
+        parts.append(f"training {badge(board, TRAIN_LABEL, row.get(TRAIN_LABEL))}")
+        items.append(f"<li><b>{html.escape(row_name(row))}</b> {' '.join(parts)} "
+                     f'<span class="ci">{html.escape(", ".join(readings))}</span></li>')
     return '<ul class="badges">' + "".join(items) + "</ul>"
 
 
-def bars_section(table: pd.DataFrame) -> str:
+def bars_section(board: Leaderboard) -> str:
     """One bar chart per protocol main metric."""
-    directions = table.attrs.get("directions", {})
-    parts = [_img(bar_chart(table, m, directions.get(m, "higher")), f"bar chart of {m}")
-             for m in table.attrs.get("main", []) if m in table]
+    parts = [_img(bar_chart(board.table, m, board.directions.get(m, "higher")), f"bar chart of {m}")
+             for m in board.main if m in board.table]
     return "".join(parts) or "<p>no main metrics</p>"
 
 
-def spectrum_section(runs: dict[str, list[Path]], methods: list[str]) -> str:
+def spectrum_section(runs: dict[str, list[RunPaths]], methods: list[str], plots: dict[str, list[str]]) -> str:
     """The spectrum chart (first seed of each method) and the methods that recorded none."""
-    spectra = {m: read_spectra(runs[m][0]) for m in methods if m in runs}
+    names = [n for ns in plots.values() for n in ns]
+    spectra = {m: read_spectra(runs[m][0], plots) for m in methods if m in runs}
     spectra = {m: s for m, s in spectra.items() if s}
     missing = [m for m in methods if m not in spectra]
-    parts = [_img(spectrum_chart(spectra), "singular-value spectra")] if spectra else []
+    parts = [_img(spectrum_chart(spectra, names), "spectra")] if spectra else []
     if missing:
         parts.append(f"<p>no spectrum recorded for: {html.escape(', '.join(missing))}</p>")
     return "".join(parts)
 
 
-def curves_section(runs: dict[str, list[Path]], methods: list[str]) -> str:
+def curves_section(runs: dict[str, list[RunPaths]], methods: list[str]) -> str:
     """Training curves for each method with a ``metrics.jsonl``."""
     parts, none = [], []
     for m in methods:
-        curves = [(p.name, df) for p in runs.get(m, []) if not (df := read_curves(p)).empty]
+        curves = [(p.dir.name, df) for p in runs.get(m, []) if not (df := read_curves(p)).empty]
         if curves:
             parts.append(f"<h3>{html.escape(m)}</h3>" + _img(curves_chart(m, curves), f"training curves of {m}"))
         else:
@@ -261,26 +275,27 @@ def build_report(dirs: list[str | Path], title: str | None = None) -> str:
     Raises:
         SslbenchError: for a path that is not a directory or holds no results.
     """
-    results = leaderboard.load_results(dirs)
-    table, notes = leaderboard.build(results)
-    runs = run_dirs([Path(d) for d in dirs], results)
-    methods = list(table["method"])
+    records = load_records(dirs)
+    board = leaderboard.build(records)
+    runs = run_dirs([Path(d) for d in dirs], records)
+    metas = {r.protocol.name: r.protocol.meta for r in records}
+    methods = list(board.table["method"])
     title = title or "sslbench report: " + ", ".join(str(d) for d in dirs)
     body = [
         f"<h1>{html.escape(title)}</h1>",
-        "<h2>Collapse and training outcome</h2>", badges_section(table),
-        "<h2>Leaderboard</h2>", leaderboard.html_fragment(table, notes),
-        "<h2>Main metrics</h2>", bars_section(table),
-        "<h2>Singular-value spectrum</h2>", spectrum_section(runs, methods),
+        "<h2>Collapse and training outcome</h2>", badges_section(board, metas),
+        "<h2>Leaderboard</h2>", html_fragment(board),
+        "<h2>Main metrics</h2>", bars_section(board),
+        "<h2>Spectrum</h2>", spectrum_section(runs, methods, spectrum_plots(records)),
         "<h2>Training curves</h2>", curves_section(runs, methods),
     ]
-    return leaderboard.page(title, "\n".join(body))
+    return page(title, "\n".join(body))
 
 
 def write_report(dirs: list[str | Path], out: str | Path | None = None) -> Path:
     """Write the report to ``out`` (default ``<first dir>/report.html``) and return its path."""
     if not dirs:
         raise SslbenchError("report: give at least one run directory")
-    path = Path(out) if out else Path(dirs[0]) / "report.html"
+    path = Path(out) if out else RunLayout(dirs[0]).report
     atomic_write_text(path, build_report(dirs))
     return path

@@ -1,15 +1,8 @@
-"""Result records: one versioned JSON per run x protocol, and the run layout on disk.
+"""Result records on disk: write one, read one, find all of a run directory, and decide what is current.
 
-Layout under ``--out``::
-
-    <out>/<method>/seed<k>/config.json          resolved config of the run
-    <out>/<method>/seed<k>/checkpoint.pt        last epoch (atomic)
-    <out>/<method>/seed<k>/metrics.jsonl        per-epoch training log
-    <out>/<method>/seed<k>/results/<protocol>.json
-    <out>/cache/features/<key>.npz              cached features
-    <out>/leaderboard.{md,csv,json}
-
-Readers dispatch on ``schema_version``.
+The JSON layout of a record is :class:`sslbench.records.ResultRecord`; where it
+lives is :class:`sslbench.layout.RunLayout`. A record is written after its
+artifacts, atomically, so a result that exists always has them.
 """
 
 from __future__ import annotations
@@ -17,10 +10,10 @@ from __future__ import annotations
 import io
 import json
 import platform
-import re
 import socket
 import subprocess
 import sys
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,57 +22,8 @@ import numpy as np
 
 from sslbench.errors import SslbenchError
 from sslbench.io import atomic_write_bytes, atomic_write_json
-from sslbench.protocol import Protocol
-
-SCHEMA_VERSION = 1
-
-
-#: A name that becomes one path component under ``--out``: no separators, no ``.``/``..``,
-#: no hidden files.
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-#: Names taken by sslbench's own entries under ``--out``.
-RESERVED_NAMES = frozenset({"cache", "manifest.json", "report.html", "analysis.md", "analysis.json",
-                            *(f"leaderboard.{ext}" for ext in ("md", "csv", "json", "html"))})
-
-
-def check_path_name(name: object, what: str) -> str:
-    """Check that ``name`` can be one path component under the output directory.
-
-    Args:
-        name: A method, variant or protocol name (from a config file or a plugin).
-        what: What it names, for the message (e.g. ``"variant name"``).
-
-    Returns:
-        ``name``.
-
-    Raises:
-        SslbenchError: for anything but letters, digits, ``.``, ``_``, ``+``, ``-``
-            starting with a letter or digit (so no ``/``, ``..`` or hidden files), or a
-            reserved name.
-    """
-    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or name in RESERVED_NAMES:
-        raise SslbenchError(
-            f"{what} {name!r} cannot be used: it names a directory under --out, so it must be 1-128 "
-            "letters, digits, '.', '_', '+' or '-', start with a letter or digit, and not be one of "
-            "sslbench's own entries there (cache, manifest.json, leaderboard.*, report.html, analysis.*); rename it"
-        )
-    return name
-
-
-def run_dir(out: Path, method: str, seed: int) -> Path:
-    """Directory of one (method, seed) run.
-
-    Raises:
-        SslbenchError: when ``method`` is not a safe path component (see :func:`check_path_name`).
-    """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise SslbenchError(f"seed must be an integer, got {seed!r}")
-    return out / check_path_name(method, "method name") / f"seed{seed}"
-
-
-def result_path(out: Path, method: str, seed: int, protocol: str) -> Path:
-    """Path of the result JSON of one run x protocol."""
-    return run_dir(out, method, seed) / "results" / f"{check_path_name(protocol, 'protocol name')}.json"
+from sslbench.layout import RunLayout, RunPaths
+from sslbench.records import SCHEMA_VERSION, ResultRecord
 
 
 @lru_cache(maxsize=1)
@@ -111,59 +55,147 @@ def versions() -> dict[str, str]:
     }
 
 
-def read_result(path: Path) -> dict[str, Any]:
-    """Read one result JSON, dispatching on its ``schema_version``.
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SslbenchError(f"cannot read result {path}: {' '.join(str(e).split())[:200]}") from None
+
+
+def read_record(path: Path) -> ResultRecord:
+    """Read one result record.
 
     Raises:
-        SslbenchError: for an unreadable file or an unknown schema version.
+        SslbenchError: one line naming the file, for an unreadable file, an unknown
+            schema version or a document that is not a result record.
     """
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise SslbenchError(f"cannot read result {path}: {e}") from None
-    version = doc.get("schema_version")
-    if version == 1:
-        return doc
-    raise SslbenchError(f"{path}: unknown result schema_version {version!r} (this sslbench reads 1)")
+    return ResultRecord.from_json(_load_json(path), str(path))
 
 
-def find_results(directory: Path) -> list[dict[str, Any]]:
-    """All result JSONs under ``directory`` (``*/seed*/results/*.json``), sorted by path."""
-    paths = sorted(directory.glob("*/seed*/results/*.json"))
-    return [read_result(p) for p in paths]
+def find_records(out: str | Path) -> list[ResultRecord]:
+    """Every result record under one output directory, in path order."""
+    return [read_record(p) for p in RunLayout(out).result_files()]
 
 
-def protocol_info(p: Protocol) -> dict[str, Any]:
-    """The ``protocol`` block of a result: name, version, parameters, main metric, directions, requirements."""
-    return {"name": p.name, "version": p.version, "params": p.params(), "main_metric": p.main_metric,
-            "directions": dict(p.metrics), "requires": sorted(p.requires)}
+def load_records(dirs: Iterable[str | Path]) -> list[ResultRecord]:
+    """Result records of one or several run directories (``--out`` of earlier runs), merged.
 
-
-def result_is_current(path: Path, proto: Protocol, enc_hash: str | None) -> bool:
-    """Whether ``path`` holds a result of this protocol version and parameters (and encoder, if given)."""
-    if not path.exists():
-        return False
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    p = doc.get("protocol", {})
-    return (
-        doc.get("schema_version") == SCHEMA_VERSION
-        and p.get("version") == proto.version
-        and p.get("params") == json.loads(json.dumps(proto.params()))
-        and (enc_hash is None or doc.get("encoder_hash") == enc_hash)
-    )
-
-
-def write_result(path: Path, doc: dict[str, Any], artifacts: dict[str, np.ndarray]) -> None:
-    """Write a result JSON atomically, with its artifacts (e.g. few-shot episodes) beside it.
-
-    The artifacts go first, so a result that exists always has them.
+    Raises:
+        SslbenchError: for a path that is not a directory or holds no results.
     """
+    records: list[ResultRecord] = []
+    for d in dirs:
+        path = Path(d)
+        if not path.is_dir():
+            raise SslbenchError(f"{d} is not a directory")
+        found = find_records(path)
+        if not found:
+            raise SslbenchError(f"no results under {d} (expected <method>/seed<k>/results/*.json)")
+        records += found
+    return records
+
+
+def write_record(paths: RunPaths, record: ResultRecord, artifacts: dict[str, np.ndarray]) -> None:
+    """Write a record atomically, with its artifacts beside it (artifacts first)."""
+    name = record.protocol.name
     if artifacts:
         buf = io.BytesIO()
         np.savez_compressed(buf, **artifacts)
-        atomic_write_bytes(path.with_suffix(".artifacts.npz"), buf.getvalue())
-        doc = {**doc, "artifacts": path.with_suffix(".artifacts.npz").name}
-    atomic_write_json(path, doc)
+        atomic_write_bytes(paths.artifacts(name), buf.getvalue())
+        record = _with_artifacts(record, paths.artifacts(name).name)
+    atomic_write_json(paths.result(name), record.to_json())
+
+
+def _with_artifacts(record: ResultRecord, name: str) -> ResultRecord:
+    from dataclasses import replace
+
+    return replace(record, artifacts=name)
+
+
+def identity_diff(old: Any, new: dict[str, Any], volatile: frozenset[str] = frozenset()) -> list[str]:
+    """The top-level keys in which two run identities differ, ignoring ``volatile`` ones.
+
+    Args:
+        old: A recorded identity (any JSON value: a damaged file may hold anything).
+        new: The requested identity.
+        volatile: Keys that may differ (file paths of the same encoder).
+
+    Returns:
+        The differing keys, sorted (``[]`` when they match); ``["<not an object>"]``
+        when ``old`` is not a JSON object.
+    """
+    if not isinstance(old, dict):
+        return ["<not an object>"]
+    new = json.loads(json.dumps(new))
+    return sorted(k for k in set(old) | set(new)
+                  if k not in volatile and json.dumps(old.get(k), sort_keys=True) != json.dumps(new.get(k), sort_keys=True))
+
+
+def is_current(path: Path, info: dict[str, Any], identity: dict[str, Any],
+               encoder_hash: str | None = None, volatile: frozenset[str] = frozenset()) -> bool:
+    """Whether ``path`` holds a result of this protocol and this run.
+
+    Current means: readable, the same schema, the same protocol version and
+    parameters, the same run identity as recorded in the result itself (so a
+    deleted or edited ``config.json`` cannot make a stale result look current) and,
+    when given, the same encoder.
+
+    Args:
+        path: A result record's path.
+        info: The protocol's ``name``, ``version`` and ``params`` as JSON values.
+        identity: The run's identity (its ``config.json``).
+        encoder_hash: The encoder's hash, when known.
+        volatile: Identity keys that may differ.
+    """
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    if not isinstance(doc, dict) or not isinstance(doc.get("protocol"), dict):
+        return False
+    p = doc["protocol"]
+    return (
+        doc.get("schema_version") == SCHEMA_VERSION
+        and p.get("version") == info["version"]
+        and p.get("params") == info["params"]
+        and not identity_diff(doc.get("config"), identity, volatile)
+        and (encoder_hash is None or doc.get("encoder_hash") == encoder_hash)
+    )
+
+
+def check_run_dir(paths: RunPaths, identity: dict[str, Any], volatile: frozenset[str] = frozenset()) -> bool:
+    """Refuse a run directory that holds another run; say whether ``config.json`` must be (re)written.
+
+    A directory whose ``config.json`` records another identity (or is unreadable) and
+    that holds computed state (a checkpoint or results) is refused. The same rule
+    serves ``sslbench run`` and ``sslbench eval``.
+
+    Returns:
+        Whether ``config.json`` is absent or records another identity.
+
+    Raises:
+        SslbenchError: naming the differing keys, for a directory of another run.
+    """
+    if not paths.config.exists():
+        return True
+    try:
+        old: Any = json.loads(paths.config.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        old = "<unreadable>"
+    diff = identity_diff(old, identity, volatile)
+    if diff and paths.holds_state():
+        raise SslbenchError(
+            f"{paths.dir} holds a different run or evaluation (differs in: {', '.join(diff)}); "
+            "use another --out (or --name for eval), or delete that directory"
+        )
+    return bool(diff)
+
+
+def claim_run_dir(paths: RunPaths, identity: dict[str, Any], volatile: frozenset[str] = frozenset()) -> None:
+    """:func:`check_run_dir`, then write ``identity`` as the directory's ``config.json`` where needed.
+
+    Raises:
+        SslbenchError: for a directory of another run.
+    """
+    if check_run_dir(paths, identity, volatile):
+        atomic_write_json(paths.config, json.loads(json.dumps(identity)))

@@ -1,11 +1,16 @@
 """The one training loop every method shares.
 
-It owns optimisation (SGD/LARS/AdamW, warmup + cosine), the EMA hook
+It owns optimisation (SGD/LARS/AdamW, warmup + cosine), the target-update hook
 (``model.after_step(progress)``), an atomic checkpoint after every epoch,
-resumption from it, ``metrics.jsonl`` (loss, named terms, std of the
-l2-normalised embeddings, probe RankMe, images/s, data-pipeline share) and a
-progress bar on a terminal (plain log lines otherwise). A NaN/Inf loss stops
-the run and records it as ``diverged`` instead of raising.
+resumption from it, the training log (:mod:`sslbench.training_log`), the
+training-time collapse monitor (:func:`probe`) and a progress bar on a terminal
+(plain log lines otherwise). A NaN/Inf loss stops the run and records it as
+``diverged`` instead of raising.
+
+Each epoch ends in one order: the monitor reads the model, the decision to stop
+for complete collapse is taken, then the log line and the checkpoint (which
+holds that decision) are written. A kill anywhere in between resumes to the
+same final encoder: the decision is part of the checkpointed state.
 
 Under ``torchrun`` the model is wrapped in DistributedDataParallel. Every rank
 draws the same global batch and the same augmentations (one shared generator)
@@ -23,8 +28,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,6 +37,7 @@ from tqdm import tqdm
 from sslbench import distributed as dist
 from sslbench.augment import TwoViews, normalize
 from sslbench.embedding_stats import (
+    PROBE_WARMUP_STEPS,
     collapse_status,
     is_completely_collapsed,
     rankme,
@@ -41,103 +46,21 @@ from sslbench.embedding_stats import (
 )
 from sslbench.errors import SslbenchError
 from sslbench.faults import maybe_fault
-from sslbench.io import (
-    atomic_append_line,
-    atomic_write_json,
-    atomic_write_text,
-    load_checkpoint,
-    save_checkpoint,
-)
+from sslbench.io import atomic_write_json, load_checkpoint, save_checkpoint
+from sslbench.layout import RunPaths
 from sslbench.method import TrainConfig
 from sslbench.optim import build_optimizer, lr_at, set_lr
+from sslbench.records import TrainOutcome
+from sslbench.training_log import append_row, truncate_log
 from sslbench.types import ImageData
-
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
-STATUS = "train_status.json"
-
-
-@dataclass
-class TrainOutcome:
-    """How a pretraining run ended.
-
-    Attributes:
-        status: ``finished``, ``diverged`` (NaN/Inf loss) or ``collapsed`` (the probe
-            read complete collapse; training stopped there).
-        epochs: Epochs completed.
-        step: Global step at which it diverged or stopped (``None`` when finished).
-        message: Human-readable detail.
-    """
-
-    status: Literal["finished", "diverged", "collapsed"]
-    epochs: int
-    step: int | None = None
-    message: str = ""
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _rewrite_metrics(path: Path, upto_epoch: int) -> None:
-    """Keep only the lines of epochs already checkpointed, so a resume writes no duplicates."""
-    if not path.exists():
-        return
-    keep = []
-    for ln in path.read_text().splitlines():
-        try:
-            if json.loads(ln)["epoch"] <= upto_epoch:
-                keep.append(ln)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line cut short by a kill
-
-    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
-
-
-def _restore(
-    state: dict,
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    gen: torch.Generator | None = None,
-) -> int:
-    """Load a checkpoint's weights (and optimiser and RNG states) into this run; return its epoch.
-
-    The data-order/augmentation generator and torch's global RNG are restored too,
-    so a resumed run draws exactly what the uninterrupted run would have drawn.
-
-    Raises:
-        SslbenchError: when the checkpoint does not fit this run's model (another
-            architecture, width or method) or lacks an entry.
-    """
-    if not isinstance(state, dict):
-        raise SslbenchError(f"checkpoint {path} holds a {type(state).__name__}, not an sslbench training "
-                            "checkpoint: delete it to retrain, or use another --out")
-    try:
-        model.load_state_dict(state["model"])
-        if optimizer is None:
-            return int(state["epoch"])
-        optimizer.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        return int(state["epoch"])
-    except (KeyError, IndexError, AttributeError, RuntimeError, TypeError, ValueError) as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        why = f"no {e} entry" if isinstance(e, KeyError) else " ".join(lines[:2])[:300]
-        raise SslbenchError(
-            f"checkpoint {path} does not fit this run ({why}); it was written for another model or "
-            f"config: delete it to retrain, or use another --out"
-        ) from None
-
-
-#: Steps before the probe may stop a run: eval-mode batch norm reads its running
-#: statistics, which hold more than 1% of their initial values before ~50 updates at
-#: momentum 0.1 (0.9^50 < 0.01); earlier readings can look collapsed when they are not.
-PROBE_WARMUP_STEPS = 50
-
-
 @torch.no_grad()
-def probe(model: nn.Module, images: torch.Tensor, data: ImageData, device: str) -> dict[str, float]:
+def probe(model: nn.Module, images: torch.Tensor, data: ImageData, device: str) -> dict[str, float | str]:
     """RankMe and std of l2-normalised projector outputs on a fixed un-augmented batch.
 
     The network runs in eval mode, as the protocols see it. Train-mode batch norm
@@ -171,157 +94,262 @@ def probe(model: nn.Module, images: torch.Tensor, data: ImageData, device: str) 
     return {**readings, "probe_status": status}
 
 
+def _fit_error(path: Any, e: BaseException) -> SslbenchError:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    why = f"no {e} entry" if isinstance(e, KeyError) else " ".join(lines[:2])[:300]
+    return SslbenchError(f"checkpoint {path} does not fit this run ({why}); it was written for another model or "
+                         "config: delete it to retrain, or use another --out")
+
+
+def _check_identity(state: dict, paths: RunPaths, identity: dict | None, epochs: int) -> None:
+    """Refuse a checkpoint of another run (its recorded identity) or one past this run's epochs."""
+    recorded = state.get("identity")
+    if identity is not None and isinstance(recorded, str) and json.loads(recorded) != json.loads(json.dumps(identity)):
+        raise SslbenchError(f"checkpoint {paths.checkpoint} was written by another run (its recorded method, seed "
+                            "or recipe differ); delete it to retrain, or use another --out")
+    if not isinstance(state.get("epoch"), int) or not 0 <= state["epoch"] <= epochs:
+        raise SslbenchError(f"checkpoint {paths.checkpoint} is at epoch {state.get('epoch')!r} but this run trains "
+                            f"{epochs}; delete it to retrain, or use another --out")
+
+
+def _recorded_status(paths: RunPaths) -> dict | None:
+    """The status file of a run that stopped early (diverged or collapsed), if any."""
+    if not paths.train_status.exists():
+        return None
+    try:
+        st = json.loads(paths.train_status.read_text())
+        st["epochs"] = int(st["epochs"])
+        if st["status"] not in ("diverged", "collapsed"):
+            raise ValueError(f"unknown status {st['status']!r}")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SslbenchError(f"{paths.train_status} is unreadable ({e}); delete it to retrain this run") from None
+    return st
+
+
+def _outcome(st: dict) -> TrainOutcome:
+    return TrainOutcome(st["status"], st["epochs"], st.get("step"), st.get("message", ""))
+
+
+@dataclass
+class _Loop:
+    """The state of one pretraining run: model (and its DDP wrapper), optimiser, schedule, data order."""
+
+    model: nn.Module
+    step_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    gen: torch.Generator
+    cfg: TrainConfig
+    data: ImageData
+    views: TwoViews
+    device: str
+    batch: int
+    steps_per_epoch: int
+    warmup: int
+    peak: float
+    probe_images: torch.Tensor
+
+    @property
+    def total(self) -> int:
+        """Optimiser steps of the whole run."""
+        return self.steps_per_epoch * self.cfg.epochs
+
+
+def _setup(model: nn.Module, data: ImageData, views: TwoViews, cfg: TrainConfig, seed: int, device: str) -> _Loop:
+    """Seed, place the model (channels-last on CPU, SyncBatchNorm/DDP under torchrun) and build the optimiser."""
+    torch.manual_seed(seed)
+    world = dist.world_size()
+    if world > 1 and torch.device(device).type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if device == "cpu":
+        model.to(memory_format=torch.channels_last)
+    n = data.train_images.shape[0]
+    batch = min(cfg.batch_size, n)
+    if batch % world:
+        raise SslbenchError(f"batch size {batch} does not split evenly over {world} processes")
+    step_model: nn.Module = model
+    if world > 1:
+        ids = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else None
+        step_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    steps = n // batch
+    probe_images = data.train_images[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: cfg.probe_images]]
+    return _Loop(model, step_model, build_optimizer(model, cfg), torch.Generator().manual_seed(seed), cfg, data, views,
+                 device, batch, steps, int(cfg.warmup_epochs * steps), cfg.lr * batch / 256, probe_images)
+
+
+def _resume(loop: _Loop, paths: RunPaths, identity: dict | None) -> tuple[int, dict | None]:
+    """Restore the last checkpoint (weights, optimiser, data order, RNG): ``(epoch, stop decision)``.
+
+    The data-order/augmentation generator and torch's global RNG are restored too,
+    so a resumed run draws exactly what the uninterrupted run would have drawn.
+
+    Raises:
+        SslbenchError: when the checkpoint does not fit this run's model or identity.
+    """
+    if not paths.checkpoint.exists():
+        return 0, None
+    state = load_checkpoint(paths.checkpoint)
+    if not isinstance(state, dict):
+        raise SslbenchError(f"checkpoint {paths.checkpoint} holds a {type(state).__name__}, not an sslbench training "
+                            "checkpoint: delete it to retrain, or use another --out")
+    _check_identity(state, paths, identity, loop.cfg.epochs)
+    try:
+        loop.model.load_state_dict(state["model"])
+        loop.optimizer.load_state_dict(state["optimizer"])
+        loop.gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+    except (KeyError, IndexError, AttributeError, RuntimeError, TypeError, ValueError) as e:
+        raise _fit_error(paths.checkpoint, e) from None
+    stop = json.loads(state["stop"]) if isinstance(state.get("stop"), str) else None
+    return int(state["epoch"]), stop
+
+
+def _train_epoch(loop: _Loop, epoch: int, label: str, interactive: bool) -> tuple[dict[str, float], int, float] | TrainOutcome:
+    """One pass over the train split: ``(summed logs, projector dim, data seconds)``, or the diverged outcome."""
+    loop.model.train()
+    images, n, b = loop.data.train_images, loop.data.train_images.shape[0], loop.batch
+    world, rank = dist.world_size(), dist.rank()
+    lo, hi = rank * b // world, (rank + 1) * b // world
+    perm = torch.randperm(n, generator=loop.gen)
+    sums: dict[str, float] = {}
+    t_data, dim = 0.0, 0
+    bar = tqdm(range(loop.steps_per_epoch), desc=f"{label} ep {epoch + 1}/{loop.cfg.epochs}", disable=not interactive,
+               leave=False)
+    for i in bar:
+        step = epoch * loop.steps_per_epoch + i
+        lr = lr_at(step, loop.total, loop.warmup, loop.peak, loop.cfg.final_lr_ratio)
+        set_lr(loop.optimizer, lr, loop.peak)
+        td = time.perf_counter()
+        v1, v2 = loop.views(images[perm[i * b : (i + 1) * b]].to(loop.device, non_blocking=True), loop.gen)
+        if world > 1:  # every rank made the global batch's views; keep this rank's slice
+            v1, v2 = v1[lo:hi], v2[lo:hi]
+        if loop.device == "cpu":
+            v1 = v1.contiguous(memory_format=torch.channels_last)
+            v2 = v2.contiguous(memory_format=torch.channels_last)
+        t_data += time.perf_counter() - td
+        out = loop.step_model(v1, v2)
+        loss_value = dist.mean_over_ranks(out.loss.detach())
+        if not math.isfinite(loss_value):  # the same decision on every rank
+            return TrainOutcome("diverged", epoch, step, f"loss became {loss_value} at step {step} (epoch {epoch + 1})")
+        loop.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        loop.optimizer.step()
+        if hasattr(loop.model, "after_step"):
+            loop.model.after_step((step + 1) / loop.total)
+        maybe_fault(f"after_step:{step + 1}")
+        sums["loss"] = sums.get("loss", 0.0) + loss_value
+        for k, v in out.terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        sums["std_l2"] = sums.get("std_l2", 0.0) + float(std_of_l2_normalized(out.z))
+        sums["lr"], dim = lr, out.z.shape[1]
+        if interactive:
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+    return sums, dim, t_data
+
+
+def _epoch_row(loop: _Loop, epoch: int, sums: dict[str, float], dim: int, t_data: float, elapsed: float) -> dict:
+    """The training-log row of an epoch: means of the step logs, the monitor's readings, throughput."""
+    steps = loop.steps_per_epoch
+    row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps, "lr": sums.pop("lr"),
+                           "world_size": dist.world_size()}
+    row.update({k: v / steps for k, v in sums.items()})
+    row.update(probe(loop.model, loop.probe_images, loop.data, loop.device))
+    row.update({"std_l2_ref": 1 / math.sqrt(dim), "images_per_s": steps * loop.batch / elapsed,
+                "data_share": t_data / elapsed, "epoch_s": elapsed})
+    return row
+
+
+def _collapse_stop(loop: _Loop, row: dict, dim: int) -> dict | None:
+    """The decision to stop for complete collapse (rank 0's reading decides for all ranks, whose BN
+    buffers may differ slightly), as ``{"status", "epochs", "step", "message"}``; ``None`` to go on."""
+    main = dist.is_main()
+    flagged = dist.mean_over_ranks(torch.tensor(float(main and is_completely_collapsed(row["probe_std_l2"], dim)))) > 0
+    if not (loop.cfg.stop_on_collapse and flagged and row["step"] >= PROBE_WARMUP_STEPS):
+        return None
+    msg = f"complete collapse at epoch {row['epoch']}: probe std_l2 {row['probe_std_l2']:.2e}"
+    return {"status": "collapsed", "epochs": row["epoch"], "step": row["step"], "message": msg}
+
+
+def _end_epoch(loop: _Loop, paths: RunPaths, row: dict, stop: dict | None, identity: dict | None, label: str) -> None:
+    """Write the epoch's log line, then its checkpoint with the stop decision (rank 0), then its status."""
+    if dist.is_main():
+        # The log line goes first: a kill between the two leaves a line for an epoch that
+        # is not checkpointed, which the resume drops and recomputes.
+        append_row(paths.metrics_log, row)
+        state = {"model": loop.model.state_dict(), "optimizer": loop.optimizer.state_dict(),
+                 "generator": loop.gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": row["epoch"],
+                 "stop": json.dumps(stop) if stop else None,
+                 "identity": json.dumps(identity) if identity is not None else None}
+        save_checkpoint(paths.checkpoint, state)
+    dist.barrier()
+    if dist.is_main():
+        _log(f"{label} epoch {row['epoch']}/{loop.cfg.epochs} loss {row['loss']:.4f} std_l2 {row['probe_std_l2']:.4f} "
+             f"(healthy ~{row['std_l2_ref']:.4f}) rankme {row['probe_rankme']:.1f} {row['probe_status']} "
+             f"{row['images_per_s']:.0f} img/s, data {100 * row['data_share']:.0f}%")
+    maybe_fault(f"after_epoch:{row['epoch']}")
+    if stop and dist.is_main():
+        atomic_write_json(paths.train_status, stop)
+        _log(f"{label}: {stop['message']}; training stopped, the encoder is still evaluated")
+
+
+def _diverged(paths: RunPaths, outcome: TrainOutcome, label: str) -> TrainOutcome:
+    """Record a NaN/Inf loss (rank 0) and return its outcome."""
+    if dist.is_main():
+        atomic_write_json(paths.train_status, outcome.to_json())
+        _log(f"{label}: diverged: {outcome.message}")
+    return outcome
+
+
 def pretrain(
     model: nn.Module,
     data: ImageData,
     views: TwoViews,
     cfg: TrainConfig,
-    run_dir: Path,
+    paths: RunPaths,
     seed: int,
     device: str = "cpu",
-    label: str = "",
+    identity: dict | None = None,
 ) -> TrainOutcome:
-    """Train ``model`` on ``data``'s train split, resuming from ``run_dir`` if possible.
+    """Train ``model`` on ``data``'s train split, resuming from ``paths`` if possible.
 
     Args:
         model: A method's model; ``forward(v1, v2) -> StepOutput``.
         data: Images in memory (labels are never used).
         views: Two-view augmentation.
         cfg: Optimisation hyperparameters.
-        run_dir: Where the checkpoint, ``metrics.jsonl`` and status live.
+        paths: The run directory (checkpoint, training log, status).
         seed: Seeds the data order and every augmentation.
         device: ``cpu`` or ``cuda``.
-        label: Prefix for log lines.
+        identity: The run's identity; recorded in the checkpoint, and a checkpoint
+            recording another one is refused.
 
     Returns:
-        The outcome; the model holds the final weights when ``finished``.
+        The outcome; the model holds the final weights unless it diverged.
     """
-    main = dist.is_main()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    status_path, ckpt_path, metrics_path = run_dir / STATUS, run_dir / CHECKPOINT, run_dir / METRICS
-    if status_path.exists():
-        try:
-            st = json.loads(status_path.read_text())
-            status, epochs = st["status"], int(st["epochs"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise SslbenchError(f"{status_path} is unreadable ({e}); delete it to retrain this run") from None
-        if status == "diverged":
-            return TrainOutcome("diverged", epochs, st.get("step"), st.get("message", ""))
-        if status == "collapsed":
-            _restore(load_checkpoint(ckpt_path), ckpt_path, model)
-            return TrainOutcome("collapsed", epochs, st.get("step"), st.get("message", ""))
-
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    channels_last = device == "cpu"
-    world, rank = dist.world_size(), dist.rank()
-    if world > 1 and torch.device(device).type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg)
-    images = data.train_images
-    n = images.shape[0]
-    batch = min(cfg.batch_size, n)
-    if batch % world:
-        raise SslbenchError(f"batch size {batch} does not split evenly over {world} processes")
-    lo, hi = rank * batch // world, (rank + 1) * batch // world
-    step_model: nn.Module = model
-    if world > 1:
-        ids = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else None
-        step_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    steps_per_epoch = n // batch
-    total = steps_per_epoch * cfg.epochs
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    peak = cfg.lr * batch / 256
-    probe_images = images[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: cfg.probe_images]]
-
-    start_epoch = 0
-    if ckpt_path.exists():
-        start_epoch = _restore(load_checkpoint(ckpt_path), ckpt_path, model, optimizer, gen)
-        if start_epoch < cfg.epochs and main:
-            _log(f"{label}: resuming from epoch {start_epoch}/{cfg.epochs}")
-    if main:
-        _rewrite_metrics(metrics_path, start_epoch)
-
-    interactive = sys.stderr.isatty() and main
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        perm = torch.randperm(n, generator=gen)
-        sums: dict[str, float] = {}
-        t0, t_data = time.perf_counter(), 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"{label} ep {epoch + 1}/{cfg.epochs}", disable=not interactive, leave=False)
-        for i in bar:
-            step = epoch * steps_per_epoch + i
-            lr = lr_at(step, total, warmup, peak, cfg.final_lr_ratio)
-            set_lr(optimizer, lr, peak)
-            td = time.perf_counter()
-            v1, v2 = views(images[perm[i * batch : (i + 1) * batch]].to(device, non_blocking=True), gen)
-            if world > 1:  # every rank made the global batch's views; keep this rank's slice
-                v1, v2 = v1[lo:hi], v2[lo:hi]
-            if channels_last:
-                v1 = v1.contiguous(memory_format=torch.channels_last)
-                v2 = v2.contiguous(memory_format=torch.channels_last)
-            t_data += time.perf_counter() - td
-            out = step_model(v1, v2)
-            loss_value = dist.mean_over_ranks(out.loss.detach())
-            if not math.isfinite(loss_value):  # the same decision on every rank
-                msg = f"loss became {loss_value} at step {step} (epoch {epoch + 1})"
-                if main:
-                    atomic_write_json(status_path, {"status": "diverged", "epochs": epoch, "step": step, "message": msg})
-                    _log(f"{label}: diverged: {msg}")
-                return TrainOutcome("diverged", epoch, step, msg)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            if hasattr(model, "after_step"):
-                model.after_step((step + 1) / total)
-            maybe_fault(f"after_step:{step + 1}")
-            sums["loss"] = sums.get("loss", 0.0) + loss_value
-            for k, v in out.terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            sums["std_l2"] = sums.get("std_l2", 0.0) + float(std_of_l2_normalized(out.z))
-            if interactive:
-                bar.set_postfix(loss=f"{loss_value:.4f}")
-        elapsed = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": lr, "world_size": world}
-        row.update({k: v / steps_per_epoch for k, v in sums.items()})
-        row.update(probe(model, probe_images, data, device))
-        row.update(
-            {
-                "std_l2_ref": 1 / math.sqrt(out.z.shape[1]),
-                "images_per_s": steps_per_epoch * batch / elapsed,
-                "data_share": t_data / elapsed,
-                "epoch_s": elapsed,
-            }
-        )
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "generator": gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "epoch": epoch + 1,
-        }
-        if main:
-            # The log line goes first: a kill between the two leaves a line for an epoch that
-            # is not checkpointed, which the resume drops and recomputes.
-            atomic_append_line(metrics_path, json.dumps(row))
-            save_checkpoint(ckpt_path, state)
-        dist.barrier()
-        if main:
-            _log(
-                f"{label} epoch {epoch + 1}/{cfg.epochs} loss {row['loss']:.4f} std_l2 {row['probe_std_l2']:.4f} "
-                f"(healthy ~{row['std_l2_ref']:.4f}) rankme {row['probe_rankme']:.1f} {row['probe_status']} "
-                f"{row['images_per_s']:.0f} img/s, data {100 * row['data_share']:.0f}%"
-            )
-        maybe_fault(f"after_epoch:{epoch + 1}")
-        # rank 0's reading decides for all ranks (their BN buffers may differ slightly)
-        collapsed = dist.mean_over_ranks(torch.tensor(float(main and is_completely_collapsed(row["probe_std_l2"], out.z.shape[1])))) > 0
-        if cfg.stop_on_collapse and collapsed and row["step"] >= PROBE_WARMUP_STEPS:
-            msg = f"complete collapse at epoch {epoch + 1}: probe std_l2 {row['probe_std_l2']:.2e}"
-            if main:
-                atomic_write_json(status_path, {"status": "collapsed", "epochs": epoch + 1, "step": row["step"], "message": msg})
-                _log(f"{label}: {msg}; training stopped, the encoder is still evaluated")
-            return TrainOutcome("collapsed", epoch + 1, row["step"], msg)
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    recorded = _recorded_status(paths)
+    if recorded is not None and recorded["status"] == "diverged":
+        return _outcome(recorded)
+    loop = _setup(model, data, views, cfg, seed, device)
+    start, stop = _resume(loop, paths, identity)
+    if stop is None and recorded is not None and recorded["epochs"] == start:
+        stop = recorded  # a collapse recorded by a version whose checkpoints held no decision
+    if stop:
+        return _outcome(stop)
+    if 0 < start < cfg.epochs and dist.is_main():
+        _log(f"{paths.label}: resuming from epoch {start}/{cfg.epochs}")
+    if dist.is_main():
+        truncate_log(paths.metrics_log, start)
+    interactive = sys.stderr.isatty() and dist.is_main()
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        result = _train_epoch(loop, epoch, paths.label, interactive)
+        if isinstance(result, TrainOutcome):
+            return _diverged(paths, result, paths.label)
+        sums, dim, t_data = result
+        row = _epoch_row(loop, epoch, sums, dim, t_data, time.perf_counter() - t0)
+        stop = _collapse_stop(loop, row, dim)
+        _end_epoch(loop, paths, row, stop, identity, paths.label)
+        if stop:
+            return _outcome(stop)
     return TrainOutcome("finished", cfg.epochs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -48,27 +48,93 @@ class ImageData:
         return int(self.train_images.shape[-1])
 
 
-@dataclass
+@dataclass(frozen=True)
+class Split:
+    """Frozen features of one split of a dataset.
+
+    Attributes:
+        x: ``(N, D)`` float32 backbone features.
+        y: ``(N,)`` int64 labels in ``[0, C)``.
+        z: ``(N, D_z)`` float32 projector outputs of the same rows, when the encoder
+            has a projector (trained methods); ``None`` otherwise.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray | None = None
+
+    def layer(self, name: str) -> np.ndarray | None:
+        """The rows of one layer: ``"backbone"`` (``x``) or ``"projector"`` (``z``)."""
+        if name not in LAYERS:
+            raise ValueError(f"layer must be one of {LAYERS}, got {name!r}")
+        return self.x if name == "backbone" else self.z
+
+
+#: The two layers a feature set can hold: backbone features and projector outputs.
+LAYERS = ("backbone", "projector")
+
+
+@dataclass(frozen=True)
+class PositivePairs:
+    """Two augmented views of the same images (made with the method's own augmentations).
+
+    Attributes:
+        xa: ``(P, D)`` backbone features of the first views.
+        xb: ``(P, D)`` backbone features of the second views, row-aligned with ``xa``.
+        za: ``(P, D_z)`` projector outputs of the first views, or ``None``.
+        zb: ``(P, D_z)`` projector outputs of the second views, or ``None``.
+    """
+
+    xa: np.ndarray
+    xb: np.ndarray
+    za: np.ndarray | None = None
+    zb: np.ndarray | None = None
+
+    def layer(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(a, b)`` views of one layer (``"backbone"`` or ``"projector"``), or ``None``."""
+        if name == "backbone":
+            return self.xa, self.xb
+        return (self.za, self.zb) if self.za is not None and self.zb is not None else None
+
+
+@dataclass(frozen=True)
 class FeatureSet:
     """Frozen features of one encoder on the splits of one dataset.
 
+    Protocols read typed fields; flat array names (``train_x``, ``pair_za``, ...)
+    exist only where features are stored (the feature cache and ``.npz`` files).
+
     Attributes:
-        train_x: ``(N_train, D)`` float32 backbone features.
-        train_y: ``(N_train,)`` int64 labels.
-        test_x: ``(N_test, D)`` float32.
-        test_y: ``(N_test,)`` int64.
+        train: The train split (protocols fit on it).
+        test: The test split (protocols score on it).
+        transfer: A split of another dataset, matched to the pretraining images
+            (few-shot transfer), or ``None``.
+        pairs: Positive pairs of test images (alignment), or ``None``.
         run: Identifier of the run the features belong to, for messages.
-        extra: Optional further arrays by name (e.g. ``"test_z"``: projector
-            outputs ``(N_test, D_z)``) for protocols that use them.
     """
 
-    train_x: np.ndarray
-    train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
+    train: Split
+    test: Split
+    transfer: Split | None = None
+    pairs: PositivePairs | None = None
     run: str = ""
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
+           train_z: np.ndarray | None = None, test_z: np.ndarray | None = None, run: str = "") -> FeatureSet:
+        """Features of the train and test splits from arrays (``(N, D)`` features, ``(N,)`` labels)."""
+        return cls(Split(train_x, train_y, train_z), Split(test_x, test_y, test_z), run=run)
 
     @property
     def num_classes(self) -> int:
-        return int(max(self.train_y.max(), self.test_y.max())) + 1
+        """``1 + `` the largest train or test label."""
+        return int(max(self.train.y.max(), self.test.y.max())) + 1
+
+    @property
+    def has_projector(self) -> bool:
+        """Whether the train and test splits carry projector outputs."""
+        return self.train.z is not None and self.test.z is not None
+
+    def where(self) -> str:
+        """`` (run NAME)`` for messages, or ``""``."""
+        return f" (run {self.run})" if self.run else ""

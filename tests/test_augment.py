@@ -2,7 +2,8 @@
 
 import torch
 
-from sslbench.augment import TwoViews, ViewConfig, color, crop_and_flip
+from sslbench.augment import TwoViews, color, crop_and_flip
+from sslbench.method import ViewConfig
 
 NO_AUG = ViewConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
 

@@ -1,27 +1,17 @@
 """End-to-end through the CLI: a smoke run, resume after SIGKILL, errors with exit code 2."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def sslbench(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    e = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "sslbench", *args], capture_output=True, text=True, env=e, cwd=ROOT)
-
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def smoke_run(tmp_path_factory, cli_session):
     out = tmp_path_factory.mktemp("smoke")
-    proc = sslbench("run", "--preset", "smoke", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
+    proc = cli_session("run", "--preset", "smoke", "--out", str(out), subprocess_=True)
+    assert proc.rc == 0, proc.err
     return out, proc
 
 
@@ -32,7 +22,7 @@ def test_smoke_run_writes_results_and_leaderboard(smoke_run):
     for col in ("knn.top1", "knn.top1_ci95", "linear.top1", "collapse.rankme", "n_seeds"):
         assert col in table
     assert table["knn.top1"].between(0, 1).all() and table["linear.top1"].between(0, 1).all()
-    assert "| method |" in proc.stdout
+    assert "| method |" in proc.out
     doc = json.loads((out / "simsiam" / "seed0" / "results" / "knn.json").read_text())
     assert doc["schema_version"] == 1
     assert len(doc["dataset"]["fingerprint"]) == 64
@@ -43,26 +33,26 @@ def test_smoke_run_writes_results_and_leaderboard(smoke_run):
     assert {"loss", "std_l2", "images_per_s", "negative_cosine"} <= set(json.loads(lines[0]))
 
 
-def test_rerun_is_a_no_op_and_leaderboard_rebuilds(smoke_run):
+def test_rerun_is_a_no_op_and_leaderboard_rebuilds(smoke_run, cli):
     out, _ = smoke_run
     before = (out / "leaderboard.csv").read_text()
-    proc = sslbench("run", "--preset", "smoke", "--out", str(out))
-    assert proc.returncode == 0 and "all results present" in proc.stderr
+    proc = cli("run", "--preset", "smoke", "--out", str(out))
+    assert proc.rc == 0 and "all results present" in proc.err
     assert (out / "leaderboard.csv").read_text() == before
-    lb = sslbench("leaderboard", str(out))
-    assert lb.returncode == 0 and "vicreg_mod" in lb.stdout
+    lb = cli("leaderboard", str(out))
+    assert lb.rc == 0 and "vicreg_mod" in lb.out
 
 
-def test_resume_after_sigkill_gives_identical_metrics(tmp_path):
-    args = ["run", "--preset", "smoke", "--methods", "vicreg_mod", "--references", "", "--protocols", "knn,collapse"]
-    full = sslbench(*args, "--out", str(tmp_path / "full"))
-    assert full.returncode == 0, full.stderr
-    killed = sslbench(*args, "--out", str(tmp_path / "killed"), env={"SSLBENCH_FAULT": "after_epoch:2"})
-    assert killed.returncode == -9
+def test_resume_after_sigkill_gives_identical_metrics(tmp_path, cli):
+    args = ["run", "--preset", "smoke", "--methods", "vicreg_mod", "--floors", "", "--protocols", "knn,collapse"]
+    full = cli(*args, "--out", str(tmp_path / "full"), subprocess_=True)
+    assert full.rc == 0, full.err
+    killed = cli(*args, "--out", str(tmp_path / "killed"), env={"SSLBENCH_FAULT": "after_epoch:2"}, subprocess_=True)
+    assert killed.rc == -9
     assert not (tmp_path / "killed" / "vicreg_mod" / "seed0" / "results").exists()
-    resumed = sslbench(*args, "--out", str(tmp_path / "killed"))
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming from epoch 2/3" in resumed.stderr
+    resumed = cli(*args, "--out", str(tmp_path / "killed"), subprocess_=True)
+    assert resumed.rc == 0, resumed.err
+    assert "resuming from epoch 2/3" in resumed.err
     run = Path("vicreg_mod/seed0")
     for proto in ("knn", "collapse"):
         a = json.loads((tmp_path / "full" / run / "results" / f"{proto}.json").read_text())
@@ -81,15 +71,15 @@ def test_resume_after_sigkill_gives_identical_metrics(tmp_path):
         (["ls", "method"], "did you mean 'methods'"),
     ],
 )
-def test_bad_names_exit_2_with_one_line(args, match):
-    proc = sslbench(*args)
-    assert proc.returncode == 2
-    assert match in proc.stderr and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+def test_bad_names_exit_2_with_one_line(args, match, cli):
+    proc = cli(*args, subprocess_=True)
+    assert proc.rc == 2
+    assert match in proc.err and "Traceback" not in proc.err
+    assert len(proc.err.strip().splitlines()) == 1
 
 
-def test_ls_lists_builtins():
-    proc = sslbench("ls")
-    assert proc.returncode == 0
+def test_ls_lists_builtins(cli):
+    proc = cli("ls")
+    assert proc.rc == 0
     for name in ("simsiam", "vicreg_mod", "knn", "linear", "collapse", "fashion-mnist", "digits", "smoke", "quick"):
-        assert name in proc.stdout
+        assert name in proc.out

@@ -15,7 +15,7 @@ def collapse_runs(tmp_path_factory):
     common = dict(
         preset="smoke",
         epochs=40,
-        references=[],
+        floors=[],
         protocols=["knn", "collapse"],
         protocol_params={"knn": {"layer": "projector"}},
         out=str(out),

@@ -20,7 +20,7 @@ from sslbench.embedding_stats import (
     uniformity,
     variance_hinge,
 )
-from sslbench.types import FeatureSet
+from sslbench.types import FeatureSet, PositivePairs, Split
 
 D = 64
 
@@ -105,9 +105,11 @@ def test_status_rule_on_constructed_cases():
         assert collapse_status(s, D, rankme(z), uniformity(z[:1000])) == expected
 
 
-def _features(test_x: np.ndarray, **extra: np.ndarray) -> FeatureSet:
+def _features(test_x: np.ndarray, test_z: np.ndarray | None = None, pairs: PositivePairs | None = None) -> FeatureSet:
     n = len(test_x)
-    return FeatureSet(test_x[:10].copy(), np.zeros(10, int), test_x.astype(np.float32), np.zeros(n, int), extra=extra)
+    train_z = None if test_z is None else test_z[:10]
+    return FeatureSet(Split(test_x[:10].copy(), np.zeros(10, int), train_z),
+                      Split(test_x.astype(np.float32), np.zeros(n, int), test_z), pairs=pairs)
 
 
 def test_protocol_reports_the_full_suite_for_both_layers_with_spectra():
@@ -116,22 +118,19 @@ def test_protocol_reports_the_full_suite_for_both_layers_with_spectra():
     z = _power_law(1.0, n=1500, d=D, seed=9).astype(np.float32)
     pa = rng.standard_normal((200, 32)).astype(np.float32)
     protocol = Collapse(uniformity_samples=500)
-    out = protocol.evaluate(
-        _features(x, test_z=z, train_z=z[:10], pair_xa=pa, pair_xb=pa + 0.01, pair_za=z[:200], pair_zb=z[:200]),
-        seed=0,
-    )
+    ev = protocol.evaluate(_features(x, z, PositivePairs(pa, pa + 0.01, z[:200], z[:200])), seed=0)
+    out, art = ev.metrics, ev.artifacts
     for prefix in ("", "z_"):
         for k in ("rankme", "std_l2", "alpha_req", "alpha_req_r2", "var_hinge", "dead_frac",
                   "spectrum_collapsed_dims", "uniformity", "alignment"):
             assert math.isfinite(out[prefix + k]), prefix + k
     assert out["z_alignment"] == 0.0 and 0 < out["alignment"] < 1e-3
     assert out["status"] == "healthy" and out["status_code"] == 0.0
-    art = protocol.artifacts()
     assert art["spectrum_backbone"].shape == (32,) and art["spectrum_projector"].shape == (D,)
     assert np.all(np.diff(art["spectrum_projector"]) <= 0)
 
 
 def test_protocol_without_projector_or_pairs_reports_backbone_only():
-    out = Collapse().evaluate(_features(np.random.default_rng(10).standard_normal((500, 16))), seed=0)
+    out = Collapse().evaluate(_features(np.random.default_rng(10).standard_normal((500, 16))), seed=0).metrics
     assert out["status"] == "n/a" and "z_rankme" not in out and "alignment" not in out
     assert "alpha_req" in out and "uniformity" in out

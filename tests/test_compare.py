@@ -1,16 +1,16 @@
 """``sslbench compare``: the regression rule, labels, missing metrics, every kind of input, exit codes."""
 
 import copy
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import pytest
-from lb_factory import BASE_SCORES, make_result, sweep, write_results
 
-from sslbench import compare, leaderboard
-from sslbench.cli import main
+from sslbench import compare, leaderboard, leaderboard_render
 from sslbench.compare import Entry, Summary
+from sslbench.layout import RunLayout
 from sslbench.errors import SslbenchError
 from sslbench.testing import assert_no_regression
 
@@ -57,8 +57,17 @@ def test_tolerance_rules_absolute_and_relative():
     rules = compare.parse_tolerances(["knn.*=0.05", "collapse.z_rankme=10%"])
     assert compare.tolerance("knn.top1", 0.8, 0.01, rules) == 0.05
     assert compare.tolerance("collapse.z_rankme", 40.0, 0.01, rules) == pytest.approx(4.0)
-    assert compare.tolerance("collapse.rankme", 40.0, 0.01, rules) == pytest.approx(2.0)  # built-in 5%
     assert compare.tolerance("linear.top1", 0.8, 0.01, rules) == 0.01
+
+
+def test_a_protocols_declared_tolerance_applies_unless_a_rule_overrides_it(records):
+    board = leaderboard.build(records.sweep(records.base_scores))
+    side = compare.summary_from_leaderboard(board, "s")
+    assert side.tolerances == {"collapse.rankme": "5%", "collapse.z_rankme": "5%"}  # declared by the protocol
+    rows = {(r.method, r.metric): r for r in compare.compare(side, side, ci_mult=0.0).rows}
+    assert rows[("vicreg", "collapse.rankme")].allowed == pytest.approx(0.05 * 41.0)  # 5% of the mean RankMe
+    user = compare.compare(side, side, tolerances={"collapse.rankme": "0.5"}, ci_mult=0.0).rows
+    assert next(r for r in user if (r.method, r.metric) == ("vicreg", "collapse.rankme")).allowed == 0.5
     with pytest.raises(SslbenchError, match="PATTERN=VALUE"):
         compare.parse_tolerances(["knn.top1"])
 
@@ -78,8 +87,10 @@ def test_tolerance_rules_absolute_and_relative():
     ],
 )
 def test_labels(metric, base, cur, expected):
-    b = Summary("b", {("m", metric): Entry(base, NAN, "label", 1)})
-    c = Summary("c", {("m", metric): Entry(cur, NAN, "label", 1)})
+    orders = {"collapse.status": ("healthy", "dimensional", "complete"), "train.status": ("finished", "collapsed",
+                                                                                         "diverged")}
+    b = Summary("b", {("m", metric): Entry(base, NAN, "label", 1)}, labels=orders)
+    c = Summary("c", {("m", metric): Entry(cur, NAN, "label", 1)}, labels=orders)
     assert compare.compare(b, c).rows[0].verdict == expected
 
 
@@ -92,21 +103,20 @@ def test_missing_on_either_side_fails():
     assert not result.passed and "2 missing" in result.summary_line()
 
 
-def test_diverged_run_reads_as_regression_and_missing(tmp_path):
-    base = sweep(BASE_SCORES)
-    cur = [r for r in copy.deepcopy(base) if r["method"] != "simsiam"]
-    cur += [make_result("simsiam", s, p, {}, status="diverged") for s in (0, 1) for p in ("knn", "linear", "collapse")]
+def test_diverged_run_reads_as_regression_and_missing(tmp_path, records):
+    base = records.sweep(records.base_scores)
+    cur = [r for r in base if r.run.method != "simsiam"]
+    cur += [records.make("simsiam", s, p, {}, status="diverged") for s in (0, 1) for p in ("knn", "linear", "collapse")]
     result = compare.compare(compare.summary_from_results(base, "b"), compare.summary_from_results(cur, "c"))
     bad = {(r.metric, r.verdict) for r in result.failures if r.method == "simsiam"}
     assert ("train.status", "REGRESSION") in bad and ("knn.top1", "missing") in bad
     assert all(r.verdict == "ok" for r in result.rows if r.method != "simsiam")
 
 
-def test_every_kind_of_input_gives_the_same_summary(tmp_path):
-    results = sweep(BASE_SCORES)
-    run = write_results(tmp_path / "run", results)
-    table, notes = leaderboard.build(results)
-    leaderboard.write(table, notes, tmp_path / "lb")
+def test_every_kind_of_input_gives_the_same_summary(tmp_path, records):
+    results = records.sweep(records.base_scores)
+    run = records.write(tmp_path / "run", results)
+    leaderboard_render.write(leaderboard.build(results), RunLayout(tmp_path / "lb"))
     from_dir, from_file = compare.load(run), compare.load(tmp_path / "lb" / "leaderboard.json")
     from_lb_dir = compare.load(tmp_path / "lb")
     assert from_dir.entries.keys() == from_file.entries.keys() == from_lb_dir.entries.keys()
@@ -117,26 +127,27 @@ def test_every_kind_of_input_gives_the_same_summary(tmp_path):
     assert single.entries[("vicreg", "knn.top1")].value == 0.80 and single.entries[("vicreg", "knn.top1")].n_seeds == 1
 
 
-def test_cli_exit_codes_table_and_json(tmp_path, capsys):
-    base = write_results(tmp_path / "base", sweep(BASE_SCORES))
-    assert main(["compare", str(base), str(base)]) == 0
-    out = capsys.readouterr().out
+def test_cli_exit_codes_table_and_json(tmp_path, cli, records):
+    base = records.write(tmp_path / "base", records.sweep(records.base_scores))
+    res = cli("compare", str(base), str(base))
+    assert res.rc == 0
+    out = res.out
     assert out.splitlines()[0].split() == ["method", "metric", "baseline", "current", "delta", "allowed", "verdict"]
     assert "PASS: 28 compared, 28 ok, 0 improved, 0 REGRESSION, 0 missing" in out
-    worse = copy.deepcopy(BASE_SCORES)
+    worse = copy.deepcopy(records.base_scores)
     for seed in (0, 1):
         worse["simsiam"][seed]["knn"] -= 0.2  # past the combined CI of two seeds (0.127)
-    cur = write_results(tmp_path / "cur", sweep(worse))
-    assert main(["compare", str(base), str(cur), "--json", str(tmp_path / "cmp.json")]) == 1
-    out = capsys.readouterr().out
+    cur = records.write(tmp_path / "cur", records.sweep(worse))
+    res = cli("compare", str(base), str(cur), "--json", str(tmp_path / "cmp.json"))
+    assert res.rc == 1
+    out = res.out
     line = next(ln for ln in out.splitlines() if ln.startswith("simsiam") and " knn.top1 " in ln)
     assert line.split()[-1] == "REGRESSION" and "FAIL:" in out
     doc = json.loads((tmp_path / "cmp.json").read_text())
     assert doc["passed"] is False and doc["counts"]["REGRESSION"] >= 1
     row = next(r for r in doc["rows"] if r["method"] == "simsiam" and r["metric"] == "knn.top1")
     assert row["verdict"] == "REGRESSION" and row["delta"] == pytest.approx(-0.2)
-    assert main(["compare", str(base), str(cur), "--metrics", "linear,collapse.status"]) == 0
-    capsys.readouterr()
+    assert cli("compare", str(base), str(cur), "--metrics", "linear,collapse.status").rc == 0
 
 
 def test_metrics_selection():
@@ -149,49 +160,47 @@ def test_metrics_selection():
 
 
 @pytest.mark.parametrize("bad", ["missing_dir", "not_json", "v1", "other_json"])
-def test_unusable_input_exits_2(tmp_path, capsys, bad):
-    base = write_results(tmp_path / "base", sweep(BASE_SCORES))
+def test_unusable_input_exits_2(tmp_path, cli, records, bad):
+    base = records.write(tmp_path / "base", records.sweep(records.base_scores))
     paths = {"missing_dir": tmp_path / "nope", "not_json": tmp_path / "x.json", "v1": tmp_path / "v1.json",
              "other_json": tmp_path / "o.json"}
     paths["not_json"].write_text("{not json")
     paths["v1"].write_text(json.dumps({"schema_version": 1, "rows": [], "notes": []}))
     paths["other_json"].write_text(json.dumps({"hello": 1}))
-    assert main(["compare", str(base), str(paths[bad])]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("sslbench: error:") and len(err.strip().splitlines()) == 1
+    res = cli("compare", str(base), str(paths[bad]))
+    err = res.err
+    assert res.rc == 2 and err.startswith("sslbench: error:") and len(err.strip().splitlines()) == 1
     if bad == "v1":
         assert "rebuild it with `sslbench leaderboard" in err
 
 
-def test_protocol_version_change_is_warned(tmp_path):
-    base = sweep(BASE_SCORES)
-    cur = copy.deepcopy(base)
-    for r in cur:
-        if r["protocol"]["name"] == "knn":
-            r["protocol"]["version"] = "2"
+def test_protocol_version_change_is_warned(tmp_path, records):
+    base = records.sweep(records.base_scores)
+    cur = [dataclasses.replace(r, protocol=dataclasses.replace(r.protocol, version="2"))
+           if r.protocol.name == "knn" else r for r in base]
     result = compare.compare(compare.summary_from_results(base, "b"), compare.summary_from_results(cur, "c"))
     assert result.passed and any("knn: protocol version 1 in the baseline, 2 now" in w for w in result.warnings)
     assert "WARNING: knn: protocol version" in result.format_table()
 
 
-def test_assert_no_regression_raises_with_the_table(tmp_path):
-    base = write_results(tmp_path / "base", sweep(BASE_SCORES))
+def test_assert_no_regression_raises_with_the_table(tmp_path, records):
+    base = records.write(tmp_path / "base", records.sweep(records.base_scores))
     assert assert_no_regression(base, base).passed
-    worse = copy.deepcopy(BASE_SCORES)
+    worse = copy.deepcopy(records.base_scores)
     worse["vicreg"][1]["linear"] = 0.5
-    cur = write_results(tmp_path / "cur", sweep(worse))
+    cur = records.write(tmp_path / "cur", records.sweep(worse))
     with pytest.raises(AssertionError, match=r"vicreg\s+linear.top1\s+0.8550 ± [0-9.]+\s+0.6750 ± [0-9.]+\s+-0.1800"):
         assert_no_regression(base, cur, ci_mult=0.0)
     assert_no_regression(base, cur, ci_mult=1.0)  # two seeds this far apart: a CI wider than the drop
 
 
 def test_committed_smoke_reference_is_readable_and_covers_every_trained_method():
-    ref = compare.load(ROOT / "baselines" / "reference" / "smoke")
+    ref = compare.load(ROOT / "baselines" / "regression" / "smoke")
     methods = set(ref.methods())
     assert {"simsiam", "vicreg_mod", "vicreg", "byol", "barlow_twins", "simclr", "random_init", "raw_pixels"} <= methods
     from sslbench.registry import registry
 
     reg = registry("methods")
     trained = {n for n in reg.names() if reg.source(n) == "builtin" and reg.get(n).encoder == "trained"}
-    assert trained <= methods, f"the smoke reference lacks {sorted(trained - methods)}: run baselines/reference/smoke.sh update"
+    assert trained <= methods, f"the smoke reference lacks {sorted(trained - methods)}: run baselines/regression/smoke.sh update"
     assert all(math.isfinite(e.value) for e in ref.entries.values() if e.direction != "label")

@@ -2,28 +2,21 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
-from sslbench.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["run", "--preset", "smoke", "--methods", "simsiam", "--references", "", "--epochs", "1",
+ARGS = ["run", "--preset", "smoke", "--methods", "simsiam", "--floors", "", "--epochs", "1",
         "--protocols", "knn,linear,collapse", "--seeds", "0"]
 
 
-def test_same_command_twice_gives_the_same_metrics(tmp_path, capsys):
+def test_same_command_twice_gives_the_same_metrics(tmp_path, cli):
     # The two runs go side by side (one thread each, the same as each other), in separate output
     # directories, so nothing is shared: no checkpoint, no feature cache.
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "SSLBENCH_NO_DOWNLOAD": "1"}
     outs = [tmp_path / "a", tmp_path / "b"]
-    procs = [subprocess.Popen([sys.executable, "-m", "sslbench", *ARGS, "--out", str(o)], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for o in outs]
+    with ThreadPoolExecutor(2) as pool:
+        procs = list(pool.map(lambda o: cli(*ARGS, "--out", str(o), env={"OMP_NUM_THREADS": "1"}, subprocess_=True,
+                                            timeout=300), outs))
     for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
+        assert p.rc == 0, p.err
     paths = sorted((outs[0] / "simsiam" / "seed0" / "results").glob("*.json"))
     assert [p.stem for p in paths] == ["collapse", "knn", "linear"]
     for pa in paths:
@@ -37,6 +30,5 @@ def test_same_command_twice_gives_the_same_metrics(tmp_path, capsys):
             else:
                 assert va == vb, f"{pa.stem}.{k}: {va!r} vs {vb!r}"
     # the same check through the gate: nothing may move by more than 1e-6
-    assert main(["compare", str(outs[0]), str(outs[1]), "--abs-tol", "1e-6", "--ci-mult", "0",
-                 "--tol", "*=1e-6"]) == 0
-    assert " 0 improved, 0 REGRESSION, 0 missing" in capsys.readouterr().out
+    gate = cli("compare", str(outs[0]), str(outs[1]), "--abs-tol", "1e-6", "--ci-mult", "0", "--tol", "*=1e-6")
+    assert gate.rc == 0 and " 0 improved, 0 REGRESSION, 0 missing" in gate.out

@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from sslbench.backbones import ConvNet, SmallResNet
-from sslbench.cli import main
 from sslbench.data import fingerprint
 from sslbench.features import encoder_hash
-from sslbench.protocol import Protocol
+from sslbench.protocol import Evaluation, Protocol
 from sslbench.registry import registry
 
 
@@ -31,21 +30,14 @@ def separable(n_train=80, n_test=40, dim=8, classes=4, seed=0):
     }
 
 
-def cli(capsys, *args):
-    """``(exit code, stdout, stderr)`` of the CLI run in this process."""
-    rc = main(list(args))
-    out = capsys.readouterr()
-    return rc, out.out, out.err
-
-
 def result(out, name, proto):
     return json.loads((out / name / "seed0" / "results" / f"{proto}.json").read_text())
 
 
-def test_features_round_trip(tmp_path, capsys):
+def test_features_round_trip(tmp_path, cli):
     arrays = separable()
     np.savez(tmp_path / "emb.npz", **arrays)
-    rc, stdout, _ = cli(capsys, "eval", "--features", str(tmp_path / "emb.npz"), "--protocols", "knn,linear",
+    rc, stdout, _ = cli("eval", "--features", str(tmp_path / "emb.npz"), "--protocols", "knn,linear",
                         "--out", str(tmp_path / "out"))
     assert rc == 0
     for proto in ("knn", "linear"):
@@ -56,20 +48,20 @@ def test_features_round_trip(tmp_path, capsys):
         assert doc["protocol"]["name"] == proto and doc["protocol"]["main_metric"] == "top1"
         assert doc["versions"]["torch"] and "protocol_s" in doc["timings"]
     table = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
-    assert list(table["method"]) == ["emb"] and not table["reference"][0]  # a contender, not a floor
+    assert list(table["method"]) == ["emb"] and not table["floor"][0]  # a contender, not a floor
     assert "| emb |" in stdout
 
 
-def test_name_seed_and_resume(tmp_path, capsys):
+def test_name_seed_and_resume(tmp_path, cli):
     np.savez(tmp_path / "emb.npz", **separable())
     args = ["eval", "--features", str(tmp_path / "emb.npz"), "--protocols", "knn", "--out", str(tmp_path),
             "--name", "mine", "--seed", "3"]
-    assert cli(capsys, *args)[0] == 0
+    assert cli(*args)[0] == 0
     assert (tmp_path / "mine" / "seed3" / "results" / "knn.json").exists()
-    rc, _, err = cli(capsys, *args)
+    rc, _, err = cli(*args)
     assert rc == 0 and "knn result present, skipped" in err
     np.savez(tmp_path / "emb.npz", **separable(seed=1))  # other features under the same name
-    rc, _, err = cli(capsys, *args)
+    rc, _, err = cli(*args)
     assert rc == 2 and "different run or evaluation" in err and "--name" in err
 
 
@@ -83,7 +75,7 @@ class NeedsTransfer(Protocol):
     main_metric = "n"
 
     def evaluate(self, features, seed):
-        return {"n": float(len(features.extra["transfer_x"]))}
+        return Evaluation({"n": float(len(features.transfer.x))})
 
 
 class NeedsEncoder(NeedsTransfer):
@@ -100,10 +92,10 @@ def extra_protocols(monkeypatch):
         monkeypatch.setitem(reg._sources, cls.name, "test")
 
 
-def test_requirements_select_protocols(tmp_path, capsys, extra_protocols):
+def test_requirements_select_protocols(tmp_path, cli, extra_protocols):
     arrays = separable()
     np.savez(tmp_path / "plain.npz", **arrays)
-    rc, _, err = cli(capsys, "eval", "--features", str(tmp_path / "plain.npz"), "--out", str(tmp_path / "a"),
+    rc, _, err = cli("eval", "--features", str(tmp_path / "plain.npz"), "--out", str(tmp_path / "a"),
                      "--protocols", "knn,needs_transfer,needs_encoder")
     assert rc == 0
     assert "skipped protocol 'needs_transfer': it requires a transfer split" in err
@@ -111,16 +103,16 @@ def test_requirements_select_protocols(tmp_path, capsys, extra_protocols):
     assert sorted(p.name for p in (tmp_path / "a" / "plain" / "seed0" / "results").iterdir()) == ["knn.json"]
     rng = np.random.default_rng(1)
     np.savez(tmp_path / "tr.npz", **arrays, transfer_x=rng.standard_normal((30, 8)), transfer_y=np.arange(30) % 3)
-    rc, _, err = cli(capsys, "eval", "--features", str(tmp_path / "tr.npz"), "--out", str(tmp_path / "b"),
+    rc, _, err = cli("eval", "--features", str(tmp_path / "tr.npz"), "--out", str(tmp_path / "b"),
                      "--protocols", "needs_transfer,knn")
     assert rc == 0 and "skipped" not in err
     assert result(tmp_path / "b", "tr", "needs_transfer")["metrics"] == {"n": 30.0}
     assert result(tmp_path / "b", "tr", "knn")["dataset"]["n_transfer"] == 30
 
 
-def test_artifacts_saved_like_run(tmp_path, capsys):
+def test_artifacts_saved_like_run(tmp_path, cli):
     np.savez(tmp_path / "e.npz", **separable(n_train=100, n_test=100, classes=5))
-    rc, _, err = cli(capsys, "eval", "--features", str(tmp_path / "e.npz"), "--protocols", "few_shot",
+    rc, _, err = cli("eval", "--features", str(tmp_path / "e.npz"), "--protocols", "few_shot",
                      "--out", str(tmp_path))
     assert rc == 0, err
     doc = result(tmp_path, "e", "few_shot")
@@ -161,10 +153,10 @@ BAD_FEATURES = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_FEATURES))
-def test_bad_features_exit_2_naming_the_array(tmp_path, capsys, case):
+def test_bad_features_exit_2_naming_the_array(tmp_path, cli, case):
     arrays, match = BAD_FEATURES[case]
     np.savez(tmp_path / "bad.npz", **arrays)
-    rc, stdout, err = cli(capsys, "eval", "--features", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "out"),
+    rc, stdout, err = cli("eval", "--features", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "out"),
                           "--protocols", "knn")
     assert rc == 2 and stdout == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("sslbench: error: ")
@@ -181,17 +173,17 @@ def test_bad_features_exit_2_naming_the_array(tmp_path, capsys, case):
         (b"not an npz", "cannot read features file"),
     ],
 )
-def test_unreadable_features_file(tmp_path, capsys, content, match):
+def test_unreadable_features_file(tmp_path, cli, content, match):
     path = tmp_path / "f.npz"
     if content is not None:
         path.write_bytes(content)
-    rc, _, err = cli(capsys, "eval", "--features", str(path), "--out", str(tmp_path / "out"))
+    rc, _, err = cli("eval", "--features", str(path), "--out", str(tmp_path / "out"))
     assert rc == 2 and match in err and len(err.strip().splitlines()) == 1
 
 
-def test_feature_flags_conflict(tmp_path, capsys):
+def test_feature_flags_conflict(tmp_path, cli):
     np.savez(tmp_path / "e.npz", **separable())
-    rc, _, err = cli(capsys, "eval", "--features", str(tmp_path / "e.npz"), "--arch", "convnet")
+    rc, _, err = cli("eval", "--features", str(tmp_path / "e.npz"), "--arch", "convnet")
     assert rc == 2 and "--arch go(es) with --encoder" in err
 
 
@@ -204,14 +196,14 @@ def convnet4():
     return ConvNet(1, 4).eval()
 
 
-def _eval_encoder(capsys, out, path, *extra):
-    return cli(capsys, "eval", "--encoder", str(path), "--dataset", "digits", "--protocols", "knn",
+def _eval_encoder(cli, out, path, *extra):
+    return cli("eval", "--encoder", str(path), "--dataset", "digits", "--protocols", "knn",
                "--out", str(out), *extra)
 
 
-def test_state_dict_and_torchscript_encoders(tmp_path, capsys, convnet4):
+def test_state_dict_and_torchscript_encoders(tmp_path, cli, convnet4):
     torch.save(convnet4.state_dict(), tmp_path / "sd.pt")
-    rc, _, err = _eval_encoder(capsys, tmp_path, tmp_path / "sd.pt", "--arch", "convnet", "--width", "4")
+    rc, _, err = _eval_encoder(cli, tmp_path, tmp_path / "sd.pt", "--arch", "convnet", "--width", "4")
     assert rc == 0, err
     sd = result(tmp_path, "sd", "knn")
     assert 0.3 < sd["metrics"]["top1"] <= 1.0
@@ -223,14 +215,14 @@ def test_state_dict_and_torchscript_encoders(tmp_path, capsys, convnet4):
     proj = {"projector.0.weight": torch.zeros(2, 32)}
     full = {"model": {**{f"backbone.{k}": v for k, v in convnet4.state_dict().items()}, **proj}, "epoch": 3}
     torch.save(full, tmp_path / "checkpoint.pt")
-    rc, _, err = _eval_encoder(capsys, tmp_path, tmp_path / "checkpoint.pt", "--arch", "convnet", "--width", "4")
+    rc, _, err = _eval_encoder(cli, tmp_path, tmp_path / "checkpoint.pt", "--arch", "convnet", "--width", "4")
     assert rc == 0, err
     assert result(tmp_path, "checkpoint", "knn")["metrics"] == sd["metrics"]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated in recent torch; still a supported input
         torch.jit.trace(convnet4, torch.zeros(2, 1, 8, 8)).save(str(tmp_path / "ts.pt"))
-    rc, _, err = _eval_encoder(capsys, tmp_path, tmp_path / "ts.pt")  # no --arch needed
+    rc, _, err = _eval_encoder(cli, tmp_path, tmp_path / "ts.pt")  # no --arch needed
     assert rc == 0, err
     ts = result(tmp_path, "ts", "knn")
     assert ts["config"]["encoder_format"] == "torchscript"
@@ -247,16 +239,16 @@ def test_state_dict_and_torchscript_encoders(tmp_path, capsys, convnet4):
         (ConvNet(1, 4), ["--arch", "convnett"], "did you mean 'convnet'"),
     ],
 )
-def test_state_dict_for_another_arch(tmp_path, capsys, model, args, match):
+def test_state_dict_for_another_arch(tmp_path, cli, model, args, match):
     torch.save(model.state_dict(), tmp_path / "enc.pt")
-    rc, _, err = _eval_encoder(capsys, tmp_path / "out", tmp_path / "enc.pt", *args)
+    rc, _, err = _eval_encoder(cli, tmp_path / "out", tmp_path / "enc.pt", *args)
     assert rc == 2 and match in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "enc").exists()
 
 
-def test_wrong_arch_message_lists_unexpected_keys(tmp_path, capsys):
+def test_wrong_arch_message_lists_unexpected_keys(tmp_path, cli):
     torch.save(SmallResNet(1, 4).state_dict(), tmp_path / "enc.pt")
-    _, _, err = _eval_encoder(capsys, tmp_path, tmp_path / "enc.pt", "--arch", "convnet", "--width", "4")
+    _, _, err = _eval_encoder(cli, tmp_path, tmp_path / "enc.pt", "--arch", "convnet", "--width", "4")
     assert "unexpected keys stem.0.weight" in err and "(+" in err and "check --arch" in err
 
 
@@ -272,7 +264,7 @@ class Evil:
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("how", ["torch.save", "pickle", "checkpoint"])
-def test_malicious_encoder_pickle_is_refused(tmp_path, capsys, how):
+def test_malicious_encoder_pickle_is_refused(tmp_path, cli, how):
     marker, path = tmp_path / "PWNED", tmp_path / "evil.pt"
     evil = Evil(marker)
     if how == "torch.save":
@@ -281,42 +273,42 @@ def test_malicious_encoder_pickle_is_refused(tmp_path, capsys, how):
         path.write_bytes(pickle.dumps(evil))
     else:
         torch.save({"model": {"backbone.features.0.weight": torch.zeros(1)}, "hook": evil}, path)
-    rc, _, err = _eval_encoder(capsys, tmp_path / "out", path, "--arch", "convnet")
+    rc, _, err = _eval_encoder(cli, tmp_path / "out", path, "--arch", "convnet")
     assert rc == 2 and "refusing to load" in err and len(err.strip().splitlines()) == 1
     assert "Unsupported" in err and "\x1b" not in err  # torch's reason, without its paragraphs
     assert not marker.exists()
 
 
-def test_malicious_features_are_refused(tmp_path, capsys):
+def test_malicious_features_are_refused(tmp_path, cli):
     marker = tmp_path / "PWNED"
     np.savez(tmp_path / "evil.npz", **_with(train_y=np.array([Evil(marker)] * 80, dtype=object)))
     (tmp_path / "evil2.npz").write_bytes(pickle.dumps(Evil(marker)))
     for name in ("evil.npz", "evil2.npz"):
-        rc, _, err = cli(capsys, "eval", "--features", str(tmp_path / name), "--out", str(tmp_path / "out"))
+        rc, _, err = cli("eval", "--features", str(tmp_path / name), "--out", str(tmp_path / "out"))
         assert rc == 2 and "refusing to load" in err
     assert not marker.exists()
 
 
-def test_missing_encoder_file(tmp_path, capsys):
-    rc, _, err = _eval_encoder(capsys, tmp_path, tmp_path / "nope.pt", "--arch", "convnet")
+def test_missing_encoder_file(tmp_path, cli):
+    rc, _, err = _eval_encoder(cli, tmp_path, tmp_path / "nope.pt", "--arch", "convnet")
     assert rc == 2 and "encoder file" in err and "does not exist" in err
 
 
-def test_encoder_that_fails_on_the_images(tmp_path, capsys):
+def test_encoder_that_fails_on_the_images(tmp_path, cli):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.trace(ConvNet(3, 4).eval(), torch.zeros(1, 3, 8, 8)).save(str(tmp_path / "rgb.pt"))
-    rc, _, err = _eval_encoder(capsys, tmp_path, tmp_path / "rgb.pt")
+    rc, _, err = _eval_encoder(cli, tmp_path, tmp_path / "rgb.pt")
     assert rc == 2 and "failed on digits images of shape (B, 1, 8, 8)" in err and "3 channels" in err
     assert not (tmp_path / "rgb").exists()  # nothing written: a fixed encoder can reuse the name
 
 
-def test_unknown_protocol_fails_before_loading(tmp_path, capsys):
-    rc, _, err = _eval_encoder(capsys, tmp_path, tmp_path / "nope.pt", "--protocols", "knn,linaer")
+def test_unknown_protocol_fails_before_loading(tmp_path, cli):
+    rc, _, err = _eval_encoder(cli, tmp_path, tmp_path / "nope.pt", "--protocols", "knn,linaer")
     assert rc == 2 and "did you mean 'linear'" in err
 
 
-def test_encoder_needs_dataset(tmp_path, capsys, convnet4):
+def test_encoder_needs_dataset(tmp_path, cli, convnet4):
     torch.save(convnet4.state_dict(), tmp_path / "sd.pt")
-    rc, _, err = cli(capsys, "eval", "--encoder", str(tmp_path / "sd.pt"), "--arch", "convnet")
+    rc, _, err = cli("eval", "--encoder", str(tmp_path / "sd.pt"), "--arch", "convnet")
     assert rc == 2 and "--encoder needs --dataset" in err

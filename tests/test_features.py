@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from sslbench.augment import TwoViews, ViewConfig
+from sslbench.augment import TwoViews
+from sslbench.method import ViewConfig
 from sslbench.backbones import build_backbone
 from sslbench.data import load_dataset
 from sslbench.data.transfer import match_images, transfer_set
@@ -38,11 +39,13 @@ def test_cache_hit_runs_no_forward_pass_and_memory_maps(digits, tmp_path):
     calls = _counting(backbone)
     second, h2, hit2 = cached_features(backbone, digits, tmp_path, extras=extras)
     assert (hit1, hit2) == (False, True) and h1 == h2 and calls[0] == 0
-    assert isinstance(second.train_x, np.memmap)
-    for name in ("train_z", "test_z", "pair_xa", "pair_xb", "pair_za", "pair_zb", "transfer_x", "transfer_y"):
-        np.testing.assert_array_equal(first.extra[name], second.extra[name])
-    assert first.extra["pair_xa"].shape == (100, first.train_x.shape[1])
-    assert first.extra["transfer_x"].shape == (len(digits.train_images) + len(digits.test_images), first.train_x.shape[1])
+    assert isinstance(second.train.x, np.memmap)
+    for a, b in ((first.train.z, second.train.z), (first.test.z, second.test.z), (first.pairs.xa, second.pairs.xa),
+                 (first.pairs.xb, second.pairs.xb), (first.pairs.za, second.pairs.za), (first.pairs.zb, second.pairs.zb),
+                 (first.transfer.x, second.transfer.x), (first.transfer.y, second.transfer.y)):
+        np.testing.assert_array_equal(a, b)
+    assert first.pairs.xa.shape == (100, first.train.x.shape[1])
+    assert first.transfer.x.shape == (len(digits.train_images) + len(digits.test_images), first.train.x.shape[1])
     assert [p.name for p in tmp_path.iterdir()] == [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")]
 
 
@@ -50,15 +53,15 @@ def test_projector_outputs_equal_the_composed_network(digits, tmp_path):
     backbone, projector = _encoder(digits)
     fs, _, _ = cached_features(backbone, digits, tmp_path, extras=Extras(projector=projector))
     composed = extract(nn.Sequential(backbone, projector), digits.test_images, digits.mean, digits.std)
-    np.testing.assert_allclose(fs.extra["test_z"], composed, rtol=1e-5, atol=1e-5)
-    assert "pair_xa" not in fs.extra  # no views, no pairs
+    np.testing.assert_allclose(fs.test.z, composed, rtol=1e-5, atol=1e-5)
+    assert fs.pairs is None  # no views, no pairs
 
 
 def test_pairs_are_two_different_views_and_the_recipe_changes_the_key(digits, tmp_path):
     backbone, _ = _encoder(digits)
     views = TwoViews(ViewConfig(), ViewConfig(), digits.mean, digits.std)
     fs, _, _ = cached_features(backbone, digits, tmp_path, extras=Extras(views=views, pairs=64))
-    assert not np.allclose(fs.extra["pair_xa"], fs.extra["pair_xb"])
+    assert not np.allclose(fs.pairs.xa, fs.pairs.xb)
     weak = TwoViews(ViewConfig(crop_scale=(0.9, 1.0)), ViewConfig(crop_scale=(0.9, 1.0)), digits.mean, digits.std)
     _, _, hit = cached_features(backbone, digits, tmp_path, extras=Extras(views=weak, pairs=64))
     assert not hit
@@ -72,7 +75,7 @@ def test_damaged_entry_is_recomputed(digits, tmp_path):
     (entry / "test_x.npy").write_bytes(b"garbage")
     again, _, hit = cached_features(backbone, digits, tmp_path)
     assert not hit and (entry / COMPLETE).exists()
-    np.testing.assert_array_equal(fs.test_x, again.test_x)
+    np.testing.assert_array_equal(fs.test.x, again.test.x)
 
 
 def test_match_images_converts_channels_and_size():

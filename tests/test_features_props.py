@@ -61,11 +61,11 @@ def consistent(draw) -> dict[str, np.ndarray]:
 
 
 def _check_valid(fs) -> None:
-    for split in ("train", "test"):
-        x, y = getattr(fs, f"{split}_x"), getattr(fs, f"{split}_y")
+    for split in (fs.train, fs.test):
+        x, y = split.x, split.y
         assert x.dtype == np.float32 and x.ndim == 2 and np.isfinite(x).all() and len(x) > 0
         assert y.dtype == np.int64 and y.shape == (len(x),) and (y >= 0).all()
-    assert fs.train_x.shape[1] == fs.test_x.shape[1]
+    assert fs.train.x.shape[1] == fs.test.x.shape[1]
 
 
 @SETTINGS

@@ -1,5 +1,7 @@
 """Few-shot episodes: known answers, the cosine centroid rule by hand, sklearn agreement, stored episodes."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from protocols.few_shot import (
     l2_rows,
     sample_episodes,
 )
-from sslbench.errors import SslbenchError
+from sslbench.errors import NotApplicable, SslbenchError
 from sslbench.stats import normal_ci95
 from sslbench.testing import make_features
 from sslbench.types import FeatureSet
@@ -22,7 +24,7 @@ def _noise(seed: int, n: int = 2000, d: int = 64, c: int = 10) -> FeatureSet:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, d)).astype(np.float32)
     y = rng.integers(0, c, n)
-    return FeatureSet(x[:50], y[:50], x, y)
+    return FeatureSet.of(x[:50], y[:50], x, y)
 
 
 def _overlapping(seed: int, n: int = 1500, d: int = 48, c: int = 8) -> FeatureSet:
@@ -30,11 +32,11 @@ def _overlapping(seed: int, n: int = 1500, d: int = 48, c: int = 8) -> FeatureSe
     means = 0.35 * rng.standard_normal((c, d))
     y = rng.integers(0, c, n)
     x = (means[y] + rng.standard_normal((n, d)) + 0.3).astype(np.float32)
-    return FeatureSet(x[:50], y[:50], x, y)
+    return FeatureSet.of(x[:50], y[:50], x, y)
 
 
 def test_separated_classes_are_classified_perfectly():
-    out = FewShot(episodes=100).evaluate(make_features(0), seed=0)
+    out = FewShot(episodes=100).evaluate(make_features(0), seed=0).metrics
     for k in (1, 5):
         for clf in ("centroid", "logreg"):
             assert out[f"acc_{k}shot_{clf}"] == 1.0
@@ -43,7 +45,7 @@ def test_separated_classes_are_classified_perfectly():
 
 
 def test_noise_features_score_chance_within_the_interval():
-    out = FewShot().evaluate(_noise(1), seed=0)
+    out = FewShot().evaluate(_noise(1), seed=0).metrics
     for k in (1, 5):
         for clf in ("centroid", "logreg"):
             acc, ci = out[f"acc_{k}shot_{clf}"], out[f"acc_{k}shot_{clf}_episode_ci95"]
@@ -71,8 +73,8 @@ def test_ci_formula():
     assert mean == 0.5
     assert ci == pytest.approx(1.96 * np.sqrt(1 / 3) / 2)  # sd (ddof=1) = sqrt(1/3)
     protocol = FewShot(episodes=50)
-    out = protocol.evaluate(_overlapping(2), seed=0)
-    per_episode = protocol.artifacts()["episode_acc_5shot_logreg"]
+    ev = protocol.evaluate(_overlapping(2), seed=0)
+    out, per_episode = ev.metrics, ev.artifacts["episode_acc_5shot_logreg"]
     assert len(per_episode) == 50
     assert out["acc_5shot_logreg"] == pytest.approx(per_episode.mean())
     assert out["acc_5shot_logreg_episode_ci95"] == pytest.approx(1.96 * per_episode.std(ddof=1) / np.sqrt(50))
@@ -82,19 +84,18 @@ def test_same_seed_same_numbers_other_seed_other_episodes():
     feats = _overlapping(3)
     protocol = FewShot(episodes=60)
     first = protocol.evaluate(feats, seed=4)
-    art = protocol.artifacts()
-    assert FewShot(episodes=60).evaluate(feats, seed=4) == first
-    other = FewShot(episodes=60)
-    assert other.evaluate(feats, seed=5) != first
-    assert not np.array_equal(other.artifacts()["episode_support"], art["episode_support"])
+    assert FewShot(episodes=60).evaluate(feats, seed=4).metrics == first.metrics
+    other = FewShot(episodes=60).evaluate(feats, seed=5)
+    assert other.metrics != first.metrics
+    assert not np.array_equal(other.artifacts["episode_support"], first.artifacts["episode_support"])
 
 
 def test_stored_episodes_reproduce_the_accuracy():
     feats = _overlapping(4)
     protocol = FewShot(episodes=40)
-    out = protocol.evaluate(feats, seed=0)
-    art = protocol.artifacts()
-    xn = feats.test_x / np.linalg.norm(feats.test_x, axis=1, keepdims=True)
+    ev = protocol.evaluate(feats, seed=0)
+    out, art = ev.metrics, ev.artifacts
+    xn = feats.test.x / np.linalg.norm(feats.test.x, axis=1, keepdims=True)
     for k in (1, 5):
         per_episode = []
         for e in range(40):
@@ -126,7 +127,7 @@ def test_episodes_are_well_formed():
         assert len(set(rows)) == len(rows)
         assert (y[eps.support[e]] == eps.classes[e][:, None]).all()
         assert (y[eps.query[e]] == eps.classes[e][:, None]).all()
-    with pytest.raises(SslbenchError, match="only 5 of 7"):
+    with pytest.raises(NotApplicable, match="only 5 of 7"):
         sample_episodes(y, ways=6, shots=5, queries=15, episodes=10, seed=0)
 
 
@@ -134,25 +135,22 @@ def test_transfer_protocol_uses_the_transfer_split_and_few_shot_stays_in_domain(
     feats = make_features(1, transfer=True)
     protocol = FewShotTransfer(episodes=20)
     assert protocol.requires == frozenset({"labels", "transfer"})
-    assert protocol.evaluate(feats, seed=0)["source"] == "transfer"
-    classes = protocol.artifacts()["episode_classes"]
-    assert set(np.unique(classes)) == set(np.unique(feats.extra["transfer_y"]))
-    assert FewShot(episodes=20).evaluate(feats, seed=0)["source"] == "test"
-    assert FewShot(episodes=20, split="train").evaluate(feats, seed=0)["source"] == "train"
-    del feats.extra["transfer_y"]
-    with pytest.raises(SslbenchError, match="transfer_x/transfer_y"):
-        protocol.evaluate(feats, seed=0)
-    del feats.extra["transfer_x"]
-    with pytest.raises(SslbenchError, match="no transfer_x"):
-        protocol.evaluate(feats, seed=0)
+    ev = protocol.evaluate(feats, seed=0)
+    assert ev.metrics["source"] == "transfer"
+    assert set(np.unique(ev.artifacts["episode_classes"])) == set(np.unique(feats.transfer.y))
+    assert FewShot(episodes=20).evaluate(feats, seed=0).metrics["source"] == "test"
+    assert FewShot(episodes=20, split="train").evaluate(feats, seed=0).metrics["source"] == "train"
+    with pytest.raises(NotApplicable, match="has no transfer split"):  # skipped with its reason, not a failure
+        protocol.evaluate(dataclasses.replace(feats, transfer=None), seed=0)
 
 
 def test_metric_names_follow_shots():
     assert FewShot.main_metric == "acc_5shot_centroid" and FewShot.requires == frozenset({"labels"})
     p = FewShot(shots=(10, 1))
-    assert p.shots == (1, 10) and p.main_metric == "acc_10shot_centroid"
-    assert set(p.metrics) == {"acc_1shot_centroid", "acc_1shot_logreg", "acc_10shot_centroid", "acc_10shot_logreg"}
-    assert FewShot(shots=(1, 5, 20)).main_metric == "acc_5shot_centroid"
+    assert p.shots == (1, 10) and p.meta().main == "acc_10shot_centroid"
+    assert set(p.meta().directions) == {"acc_1shot_centroid", "acc_1shot_logreg", "acc_10shot_centroid",
+                                        "acc_10shot_logreg"}
+    assert FewShot(shots=(1, 5, 20)).meta().main == "acc_5shot_centroid"
 
 
 def test_bad_parameters_are_refused():
@@ -161,10 +159,9 @@ def test_bad_parameters_are_refused():
             FewShot(**bad)
 
 
-def test_nan_features_are_refused_naming_the_array():
-    feats = make_features(2)
-    feats.test_x[3, 1] = np.nan
-    with pytest.raises(SslbenchError, match="test_x"):
+def test_too_few_classes_for_the_episodes_is_not_applicable_not_a_failure():
+    feats = make_features(2, num_classes=4)
+    with pytest.raises(NotApplicable, match="5-way episodes"):
         FewShot(episodes=10).evaluate(feats, seed=0)
 
 

@@ -6,6 +6,7 @@ import pytest
 import protocols.knn as knn_module
 from protocols.knn import KNN, gpu_available, knn_predict, neighbors
 from sslbench.errors import SslbenchError
+from sslbench.protocol import check_features
 from sslbench.types import FeatureSet
 
 
@@ -19,7 +20,7 @@ def test_two_separated_clusters_are_classified_perfectly():
     rng = np.random.default_rng(0)
     train_x, train_y = _two_clusters(rng, 30)  # 60 train rows: k=200 is clipped
     test_x, test_y = _two_clusters(rng, 10)
-    out = KNN().evaluate(FeatureSet(train_x, train_y, test_x, test_y), seed=0)
+    out = KNN().evaluate(FeatureSet.of(train_x, train_y, test_x, test_y), seed=0).metrics
     assert set(out) == set(KNN.metrics)
     assert all(v == 1.0 for v in out.values())
 
@@ -38,9 +39,9 @@ def test_weighted_vote_beats_majority_vote_by_hand():
     # A huge temperature flattens the weights to a majority vote.
     assert knn_predict(train_x, train_y, test_x, [3], 1e6)[3][0] == 1
 
-    feats = FeatureSet(train_x, train_y, test_x, np.array([0]))
-    assert KNN(k=3, extra_k=()).evaluate(feats, seed=0) == {"top1": 1.0}
-    assert KNN(k=3, temperature=1e6, extra_k=()).evaluate(feats, seed=0) == {"top1": 0.0}
+    feats = FeatureSet.of(train_x, train_y, test_x, np.array([0]))
+    assert KNN(k=3, extra_k=()).evaluate(feats, seed=0).metrics == {"top1": 1.0}
+    assert KNN(k=3, temperature=1e6, extra_k=()).evaluate(feats, seed=0).metrics == {"top1": 0.0}
 
 
 def _brute_force(train_x, train_y, test_x, k, temperature, num_classes):
@@ -78,14 +79,14 @@ def test_k_larger_than_train_set_is_clipped():
     train_y = rng.integers(0, 3, 12)
     test_x = rng.standard_normal((30, 8)).astype(np.float32)
     test_y = rng.integers(0, 3, 30)
-    out = KNN(k=50, extra_k=(1, 1000)).evaluate(FeatureSet(train_x, train_y, test_x, test_y), 0)
+    out = KNN(k=50, extra_k=(1, 1000)).evaluate(FeatureSet.of(train_x, train_y, test_x, test_y), 0).metrics
     assert set(out) == {"top1", "top1_k1", "top1_k1000"}
     all_train = _brute_force(train_x, train_y, test_x, 12, 0.07, 3)
     assert out["top1"] == out["top1_k1000"] == pytest.approx(np.mean(all_train == test_y))
 
 
 def test_metric_names_follow_extra_k():
-    assert KNN(extra_k=(10,)).metrics == {"top1": "higher", "top1_k10": "higher"}
+    assert KNN(extra_k=(10,)).meta().directions == {"top1": "higher", "top1_k10": "higher"}
     assert KNN.metrics == {"top1": "higher", "top1_k1": "higher", "top1_k5": "higher", "top1_k200": "higher"}
     assert KNN.main_metric == "top1" and KNN.requires == frozenset({"labels"})
 
@@ -102,9 +103,9 @@ def test_nan_features_are_refused_naming_the_array():
     train_x = rng.standard_normal((20, 4)).astype(np.float32)
     train_x[3, 1] = np.nan
     test_x = rng.standard_normal((5, 4)).astype(np.float32)
-    feats = FeatureSet(train_x, np.zeros(20, int), test_x, np.zeros(5, int), run="r1")
+    feats = FeatureSet.of(train_x, np.zeros(20, int), test_x, np.zeros(5, int), run="r1")
     with pytest.raises(SslbenchError, match="train_x.*r1"):
-        KNN().evaluate(feats, seed=0)
+        check_features(feats)  # the scoring loop checks once, before any protocol
 
 
 def test_l2_metric_matches_a_brute_force_search():

@@ -1,22 +1,25 @@
 """Leaderboard: mean and t-interval over seeds, Borda rank, floor deltas, md/csv/json/html, merging directories."""
 
+import dataclasses
 import io
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from lb_factory import BASE_SCORES, make_result, sweep, write_results
 from scipy import stats
 
-from sslbench import leaderboard
-from sslbench.cli import main
+from sslbench import leaderboard, leaderboard_render
+from sslbench.records import MetricMeta
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def board():
-    return leaderboard.build(sweep(BASE_SCORES))
+def board(records):
+    return leaderboard.build(records.sweep(records.base_scores))
 
 
 def _row(table, method):
@@ -24,7 +27,7 @@ def _row(table, method):
 
 
 def test_mean_ci_and_n_seeds(board):
-    table, _ = board
+    table = board.table
     vic = _row(table, "vicreg")
     assert vic["n_seeds"] == 2
     assert vic["knn.top1"] == pytest.approx(0.81)
@@ -34,7 +37,7 @@ def test_mean_ci_and_n_seeds(board):
 
 
 def test_borda_ranks_each_labelled_main_metric_in_its_direction_floors_included(board):
-    table, notes = board
+    table, notes = board.table, board.notes
     # ranked main metrics: knn.top1, linear.top1 (4 rows: 3 points for the best of each);
     # collapse.rankme is label-free: shown, not ranked
     # knn: raw 3, vicreg 2, simsiam 1, random 0; linear: raw 3, vicreg 2, simsiam 1, random 0
@@ -45,12 +48,10 @@ def test_borda_ranks_each_labelled_main_metric_in_its_direction_floors_included(
     assert any(n.startswith("rank: Borda count over the main metrics knn.top1, linear.top1 (labelled") for n in notes)
 
 
-def test_recorded_requirements_decide_what_ranks():
-    results = [make_result(m, 0, "knn", {"top1": v}) for m, v in (("a", 0.9), ("b", 0.5))]
-    results += [make_result(m, 0, "collapse", {"rankme": r}) for m, r in (("a", 1.0), ("b", 50.0))]
-    for r in results:  # as sslbench run records them
-        r["protocol"]["requires"] = ["labels"] if r["protocol"]["name"] == "knn" else []
-    table, _ = leaderboard.build(results)
+def test_recorded_requirements_decide_what_ranks(records):
+    results = [records.make(m, 0, "knn", {"top1": v}) for m, v in (("a", 0.9), ("b", 0.5))]
+    results += [records.make(m, 0, "collapse", {"rankme": r}) for m, r in (("a", 1.0), ("b", 50.0))]
+    table = leaderboard.build(results).table
     assert list(table["method"]) == ["a", "b"] and list(table["borda"]) == [1.0, 0.0]
 
 
@@ -60,72 +61,96 @@ def test_borda_points_direction_ties_and_missing():
     assert list(leaderboard.borda_points(values, "lower")) == [3.0, 1.5, 1.5, 0.0]
 
 
-def test_a_lower_is_better_main_metric_ranks_the_smallest_first():
-    results = [make_result(m, 0, "err", {"error": e}) for m, e in (("a", 0.3), ("b", 0.1), ("c", 0.2))]
-    table, _ = leaderboard.build(results)
+def test_a_lower_is_better_main_metric_ranks_the_smallest_first(records):
+    results = [records.make(m, 0, "err", {"error": e}) for m, e in (("a", 0.3), ("b", 0.1), ("c", 0.2))]
+    table = leaderboard.build(results).table
     assert list(table["method"]) == ["b", "c", "a"] and list(table["rank"]) == [1, 2, 3]
 
 
 def test_floor_deltas_per_main_metric(board):
-    table, _ = board
+    table = board.table
     vic = _row(table, "vicreg")
     assert vic["knn.top1_vs_raw_pixels"] == pytest.approx(0.81 - 0.90)
     assert vic["knn.top1_vs_random_init"] == pytest.approx(0.81 - 0.70)
     assert vic["collapse.rankme_vs_random_init"] == pytest.approx(31.0)
     assert math.isnan(_row(table, "raw_pixels")["knn.top1_vs_raw_pixels"])
-    assert "linear.top1_vs_raw_pixels" in table.attrs["deltas"]
+    assert "linear.top1_vs_raw_pixels" in board.deltas
 
 
-def test_status_columns_and_train_outcome():
-    results = sweep(BASE_SCORES, collapse_status={"simsiam": "dimensional"}, train_status={"simsiam": "collapsed"})
-    table, _ = leaderboard.build(results)
-    assert _row(table, "simsiam")["collapse.status"] == "dimensional"
-    assert _row(table, "simsiam")["train.status"] == "collapsed"
-    assert _row(table, "raw_pixels")["train.status"] == "not_trained"
-    md = leaderboard.to_markdown(table, [])
+def test_status_columns_and_train_outcome(records):
+    results = records.sweep(records.base_scores, collapse_status={"simsiam": "dimensional"},
+                            train_status={"simsiam": "collapsed"})
+    board = leaderboard.build(results)
+    assert _row(board.table, "simsiam")["collapse.status"] == "dimensional"
+    assert _row(board.table, "simsiam")["train.status"] == "collapsed"
+    assert _row(board.table, "raw_pixels")["train.status"] == "not_trained"
+    md = leaderboard_render.to_markdown(board)
     assert "dimensional" in md and "collapsed" in md
 
 
+def test_a_plugin_label_with_its_own_order_is_read_like_the_collapse_status(records):
+    """The readers never name a protocol: a label order recorded by any protocol drives badges and severity."""
+    rec = records.make("a", 0, "knn", {"top1": 0.9})
+    meta = MetricMeta({"top1": "higher"}, "top1", labels={"grade": ("good", "fair", "poor")})
+    plugin = dataclasses.replace(rec, protocol=dataclasses.replace(rec.protocol, name="grader", meta=meta),
+                                 metrics={"top1": 0.5, "grade": "poor"})
+    board = leaderboard.build([rec, plugin])
+    assert board.label_columns() == ["grader.grade"] and board.severity("grader.grade", "fair/poor") == 2
+    assert 'class="badge b2">poor' in leaderboard_render.html_fragment(board)
+
+
 def test_every_format(board):
-    table, notes = board
-    md = leaderboard.render(table, notes, "md")
+    md = leaderboard_render.render(board, "md")
     assert "| method | rank | borda | n_seeds | knn.top1" in md
     assert "knn.top1 vs raw_pixels" in md and "- knn (v1): k=20, temperature=0.07" in md
     assert "0.8100 ± 0.1271" in md
-    csv = pd.read_csv(io.StringIO(leaderboard.render(table, notes, "csv")))
-    assert {"borda", "rank", "knn.top1_vs_random_init", "collapse.status"} <= set(csv.columns)
-    doc = json.loads(leaderboard.render(table, notes, "json"))
-    assert doc["schema_version"] == 2 and doc["directions"]["collapse.status_code"] == "lower"
+    csv = pd.read_csv(io.StringIO(leaderboard_render.render(board, "csv")))
+    assert {"borda", "rank", "floor", "knn.top1_vs_random_init", "collapse.status"} <= set(csv.columns)
+    doc = json.loads(leaderboard_render.render(board, "json"))
+    assert doc["schema_version"] == 3 and doc["directions"]["collapse.status_code"] == "lower"
+    assert doc["labels"]["collapse.status"] == ["healthy", "dimensional", "complete"]
+    assert doc["tolerances"] == {"collapse.rankme": "5%", "collapse.z_rankme": "5%"}
     assert doc["main_metrics"] == ["knn.top1", "linear.top1", "collapse.rankme"]
     assert doc["settings"]["knn"] == {"version": "1", "params": {"k": 20, "temperature": 0.07}}
     assert doc["floors"] == ["random_init", "raw_pixels"]
-    page = leaderboard.render(table, notes, "html")
+    page = leaderboard_render.render(board, "html")
     assert page.startswith("<!DOCTYPE html>") and page.count("<table") == 2
     assert "http" not in page and "<script" not in page
     assert 'class="badge b0">healthy' in page and 'class="badge bna">n/a' in page
 
 
-def test_cli_merges_directories_and_writes_every_format(tmp_path, capsys):
-    results = sweep(BASE_SCORES)
-    a = write_results(tmp_path / "a", [r for r in results if r["method"] in ("vicreg", "raw_pixels")])
-    b = write_results(tmp_path / "b", [r for r in results if r["method"] not in ("vicreg", "raw_pixels")])
-    assert main(["leaderboard", str(a), str(b), "--format", "json", "--write", str(tmp_path / "lb")]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    assert {r["method"] for r in doc["rows"]} == set(BASE_SCORES)
+def test_cli_merges_directories_and_writes_every_format(tmp_path, cli, records):
+    results = records.sweep(records.base_scores)
+    a = records.write(tmp_path / "a", [r for r in results if r.run.method in ("vicreg", "raw_pixels")])
+    b = records.write(tmp_path / "b", [r for r in results if r.run.method not in ("vicreg", "raw_pixels")])
+    res = cli("leaderboard", str(a), str(b), "--format", "json", "--write", str(tmp_path / "lb"))
+    assert res.rc == 0
+    doc = json.loads(res.out)
+    assert {r["method"] for r in doc["rows"]} == set(records.base_scores)
     assert sorted(p.name for p in (tmp_path / "lb").iterdir()) == [f"leaderboard.{f}" for f in ("csv", "html", "json", "md")]
 
 
-def test_cli_warns_about_a_run_present_in_two_directories(tmp_path, capsys):
-    results = sweep(BASE_SCORES)
-    a, b = write_results(tmp_path / "a", results), write_results(tmp_path / "b", results)
-    assert main(["leaderboard", str(a), str(b)]) == 0
-    assert "WARNING: vicreg/seed0 has several knn results" in capsys.readouterr().out
+def test_cli_warns_about_a_run_present_in_two_directories(tmp_path, cli, records):
+    results = records.sweep(records.base_scores)
+    a, b = records.write(tmp_path / "a", results), records.write(tmp_path / "b", results)
+    res = cli("leaderboard", str(a), str(b))
+    assert res.rc == 0 and "WARNING: vicreg/seed0 has several knn results" in res.out
 
 
-def test_cli_unknown_format_and_empty_directory_exit_2(tmp_path, capsys):
-    write_results(tmp_path / "a", sweep(BASE_SCORES))
-    assert main(["leaderboard", str(tmp_path / "a"), "--format", "htm"]) == 2
-    assert "did you mean 'html'" in capsys.readouterr().err
+def test_cli_unknown_format_and_empty_directory_exit_2(tmp_path, cli, records):
+    records.write(tmp_path / "a", records.sweep(records.base_scores))
+    res = cli("leaderboard", str(tmp_path / "a"), "--format", "htm")
+    assert res.rc == 2 and "did you mean 'html'" in res.err
     (tmp_path / "empty").mkdir()
-    assert main(["leaderboard", str(tmp_path / "empty")]) == 2
-    assert "no results under" in capsys.readouterr().err
+    res = cli("leaderboard", str(tmp_path / "empty"))
+    assert res.rc == 2 and "no results under" in res.err
+
+
+def test_a_schema_2_leaderboard_json_still_reads(tmp_path):
+    """Committed leaderboards of earlier versions: floors marked ``reference``, no label orders."""
+    doc = json.loads((ROOT / "baselines" / "regression" / "smoke" / "leaderboard.json").read_text())
+    assert doc["schema_version"] == 2
+    board = leaderboard_render.from_json(doc, "smoke")
+    assert board.floors == ["random_init", "raw_pixels"] and board.table.set_index("method").loc["raw_pixels", "floor"]
+    assert board.labels["collapse.status"] == ("healthy", "dimensional", "complete")
+    assert board.tolerances["collapse.z_rankme"] == "5%"

@@ -45,7 +45,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from sslbench.protocol import Protocol, check_features
+from sslbench.protocol import Evaluation, Protocol
 from sslbench.types import Direction, FeatureSet
 
 
@@ -79,10 +79,9 @@ class Centroid(Protocol):
 
     normalize: bool = True
 
-    def evaluate(self, features: FeatureSet, seed: int) -> dict[str, float]:
-        check_features(features)
-        return {"top1": centroid_top1(features.train_x, features.train_y, features.test_x,
-                                      features.test_y, self.normalize)}
+    def evaluate(self, features: FeatureSet, seed: int) -> Evaluation:
+        train, test = features.train, features.test
+        return Evaluation({"top1": centroid_top1(train.x, train.y, test.x, test.y, self.normalize)})
 '''
 
 
@@ -106,39 +105,39 @@ def plugin_site(tmp_path_factory):
     shutil.rmtree(site, ignore_errors=True)  # the uninstall: nothing else was installed anywhere
 
 
-def sslbench(site: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(site)])}
-    return subprocess.run([sys.executable, "-m", "sslbench", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=300)
+@pytest.fixture
+def with_plugin(cli, plugin_site):
+    """``with_plugin(*args)``: sslbench in a new process that sees the plugin (entry points are read once)."""
+    return lambda *args: cli(*args, env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(plugin_site)])},
+                             subprocess_=True, timeout=300)
 
 
-def test_ls_shows_the_plugin(plugin_site):
-    proc = sslbench(plugin_site, "ls", "protocols")
-    assert proc.returncode == 0, proc.stderr
-    line = next(ln for ln in proc.stdout.splitlines() if ln.split()[:1] == ["centroid"])
+def test_ls_shows_the_plugin(with_plugin):
+    proc = with_plugin("ls", "protocols")
+    assert proc.rc == 0, proc.err
+    line = next(ln for ln in proc.out.splitlines() if ln.split()[:1] == ["centroid"])
     assert "entry point sslbench_centroid:Centroid" in line
 
 
-def test_run_writes_plugin_results(plugin_site, tmp_path):
-    proc = sslbench(plugin_site, "run", "--preset", "smoke", "--epochs", "1", "--methods", "simsiam",
-                    "--references", "", "--protocols", "knn,centroid", "--out", str(tmp_path))
-    assert proc.returncode == 0, proc.stderr
+def test_run_writes_plugin_results(with_plugin, tmp_path):
+    proc = with_plugin("run", "--preset", "smoke", "--epochs", "1", "--methods", "simsiam",
+                       "--floors", "", "--protocols", "knn,centroid", "--out", str(tmp_path))
+    assert proc.rc == 0, proc.err
     doc = json.loads((tmp_path / "simsiam" / "seed0" / "results" / "centroid.json").read_text())
     assert doc["protocol"]["name"] == "centroid" and doc["protocol"]["params"] == {"normalize": True}
     assert 0.0 <= doc["metrics"]["top1"] <= 1.0
-    assert "centroid.top1" in proc.stdout
+    assert "centroid.top1" in proc.out
 
 
-def test_eval_features_with_plugin(plugin_site, tmp_path):
+def test_eval_features_with_plugin(with_plugin, tmp_path):
     rng = np.random.default_rng(0)
     means = 10 * np.eye(8, dtype=np.float32)[:4]
     ytr, yte = np.arange(80) % 4, np.arange(40) % 4
     path = tmp_path / "feats.npz"
     np.savez(path, train_x=means[ytr] + rng.standard_normal((80, 8), dtype=np.float32), train_y=ytr,
              test_x=means[yte] + rng.standard_normal((40, 8), dtype=np.float32), test_y=yte)
-    proc = sslbench(plugin_site, "eval", "--features", str(path), "--protocols", "centroid",
-                    "--out", str(tmp_path / "out"))
-    assert proc.returncode == 0, proc.stderr
+    proc = with_plugin("eval", "--features", str(path), "--protocols", "centroid", "--out", str(tmp_path / "out"))
+    assert proc.rc == 0, proc.err
     doc = json.loads((tmp_path / "out" / "feats" / "seed0" / "results" / "centroid.json").read_text())
     assert doc["metrics"] == {"top1": 1.0} and doc["encoder_kind"] == "external"
 

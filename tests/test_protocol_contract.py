@@ -6,7 +6,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from sslbench.protocol import Protocol
+from sslbench.protocol import Evaluation, Protocol
 from sslbench.registry import registry
 from sslbench.testing import check_protocol, make_features, permute_rows
 from sslbench.types import FeatureSet
@@ -22,23 +22,23 @@ def test_registered_protocol_keeps_the_contract(name):
 
 def test_make_features_is_seeded_and_structured():
     a, b = make_features(0), make_features(0)
-    assert np.array_equal(a.train_x, b.train_x) and np.array_equal(a.test_y, b.test_y)
-    assert a.train_x.shape == (600, 32) and a.test_x.shape == (300, 32) and a.extra["train_z"].shape == (600, 16)
-    assert np.bincount(a.train_y).tolist() == [60] * 10
-    assert not np.array_equal(make_features(1).train_x, a.train_x)
+    assert np.array_equal(a.train.x, b.train.x) and np.array_equal(a.test.y, b.test.y)
+    assert a.train.x.shape == (600, 32) and a.test.x.shape == (300, 32) and a.train.z.shape == (600, 16)
+    assert np.bincount(a.train.y).tolist() == [60] * 10
+    assert not np.array_equal(make_features(1).train.x, a.train.x)
     t = make_features(0, transfer=True)
-    assert set(np.unique(t.extra["transfer_y"])) == set(range(10, 15))
+    assert set(np.unique(t.transfer.y)) == set(range(10, 15))
 
 
-def test_permute_rows_moves_rows_with_their_labels_and_extras():
+def test_permute_rows_moves_rows_with_their_labels_and_projector_outputs():
     f = make_features(0)
     p = permute_rows(f, seed=1)
-    order = np.lexsort(f.train_x.T)
-    porder = np.lexsort(p.train_x.T)
-    assert np.array_equal(f.train_x[order], p.train_x[porder])
-    assert np.array_equal(f.train_y[order], p.train_y[porder])
-    assert np.array_equal(f.extra["train_z"][order], p.extra["train_z"][porder])
-    assert not np.array_equal(f.train_x, p.train_x)
+    order = np.lexsort(f.train.x.T)
+    porder = np.lexsort(p.train.x.T)
+    assert np.array_equal(f.train.x[order], p.train.x[porder])
+    assert np.array_equal(f.train.y[order], p.train.y[porder])
+    assert np.array_equal(f.train.z[order], p.train.z[porder])
+    assert not np.array_equal(f.train.x, p.train.x)
 
 
 @dataclass
@@ -52,14 +52,14 @@ class _Centroid(Protocol):
     main_metric: ClassVar[str] = "top1"
 
     def _fit_rows(self, features: FeatureSet, seed: int) -> np.ndarray:
-        return np.arange(len(features.train_y))
+        return np.arange(len(features.train.y))
 
-    def evaluate(self, features: FeatureSet, seed: int) -> dict:
+    def evaluate(self, features: FeatureSet, seed: int) -> Evaluation:
         rows = self._fit_rows(features, seed)
-        x, y = features.train_x[rows], features.train_y[rows]
+        x, y = features.train.x[rows], features.train.y[rows]
         means = np.stack([x[y == c].mean(axis=0) for c in range(10)])
-        d = ((features.test_x[:, None, :] - means[None]) ** 2).sum(-1)
-        return {"top1": float(np.mean(d.argmin(1) == features.test_y))}
+        d = ((features.test.x[:, None, :] - means[None]) ** 2).sum(-1)
+        return Evaluation({"top1": float(np.mean(d.argmin(1) == features.test.y))})
 
 
 def test_a_correct_protocol_passes():
@@ -75,12 +75,12 @@ def _first_rows(self, features, seed):  # order-dependent: the first 100 rows, n
 
 
 def _unseeded(self, features, seed):  # ignores the seed
-    return {"top1": float(np.random.default_rng().random())}
+    return Evaluation({"top1": float(np.random.default_rng().random())})
 
 
 def _shuffle_train_labels(self, features, seed):
-    features.train_y[:] = features.train_y[::-1].copy()
-    return np.arange(len(features.train_y))
+    features.train.y[:] = features.train.y[::-1].copy()
+    return np.arange(len(features.train.y))
 
 
 @pytest.mark.parametrize(
@@ -93,10 +93,17 @@ def _shuffle_train_labels(self, features, seed):
         ({"__annotations__": {"k": int}}, "need defaults"),
         ({"__annotations__": {"k": object}, "k": field(default_factory=object)}, "JSON"),
         ({"evaluate": _unseeded}, "second evaluate"),
-        ({"_fit_rows": _shuffle_train_labels}, "modified its input train_y"),
-        ({"evaluate": lambda self, f, s: {"top1": float("nan")}}, "finite"),
-        ({"evaluate": lambda self, f, s: {"top1": np.float32(1.0)}}, "float or str"),
-        ({"evaluate": lambda self, f, s: {"acc": 1.0}}, "main metric"),
+        ({"_fit_rows": _shuffle_train_labels}, "modified its input train.y"),
+        ({"evaluate": lambda self, f, s: Evaluation({"top1": float("nan")})}, "finite"),
+        ({"evaluate": lambda self, f, s: Evaluation({"top1": np.float32(1.0)})}, "float or str"),
+        ({"evaluate": lambda self, f, s: Evaluation({"acc": 1.0})}, "main metric"),
+        ({"evaluate": lambda self, f, s: {"top1": 1.0}}, "must return an Evaluation"),
+        ({"labels": {"grade": ()}}, "non-empty tuple"),
+        ({"labels": {"grade": ("good", "bad")}, "evaluate": lambda self, f, s: Evaluation({"top1": 0.5, "grade": "odd"})},
+         "is not one of"),
+        ({"tolerances": {"top1": "a lot"}}, "must be a number"),
+        ({"plots": {"curve": "movie"}}, "not one of"),
+        ({"evaluate": lambda self, f, s: Evaluation({"top1": 0.5}, {"curve": [1, 2]})}, "dict\\[str, np.ndarray\\]"),
     ],
 )
 def test_broken_protocols_are_caught(attrs, message):

@@ -1,4 +1,4 @@
-"""The one registry, "did you mean" errors, and the layering rule of DESIGN.md."""
+"""The one registry, "did you mean" errors, and the layering rules (README "Layout")."""
 
 import ast
 from pathlib import Path
@@ -38,13 +38,18 @@ def test_every_builtin_imports(kind):
 
 
 def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, at any depth (lazy imports count), but not under ``TYPE_CHECKING``."""
     tree = ast.parse(path.read_text())
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for n in ast.walk(node)}
     mods = set()
     for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
-            mods |= {a.name.split(".")[0] for a in node.names}
+            mods |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            mods.add(node.module.split(".")[0])
+            mods.add(node.module)
     return mods
 
 
@@ -54,5 +59,53 @@ def _imports(path: Path) -> set[str]:
 )
 def test_layering(package, forbidden):
     for path in (ROOT / package).rglob("*.py"):
-        bad = _imports(path) & forbidden
+        bad = {m.split(".")[0] for m in _imports(path)} & forbidden
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+#: The floors of ``sslbench/``, bottom first: a module imports only its own floor and those below.
+LAYERS = {
+    "contracts": ["errors", "faults", "types", "stats", "embedding_stats", "registry", "builtins", "presets",
+                  "records", "protocol", "method"],
+    "persistence": ["io", "layout", "lock", "store", "training_log", "manifest"],
+    "engines": ["augment", "backbones", "heads", "optim", "distributed", "data", "features", "train", "encoders",
+                "feature_files", "checkpoint_formats", "preprocess"],
+    "orchestration": ["config", "scoring", "runner", "external"],
+    "readers": ["leaderboard", "leaderboard_render", "compare", "analysis", "report"],
+    "command line": ["cli", "__main__", "testing", "__init__"],
+}
+FLOOR = {f"sslbench.{m}": i for i, mods in enumerate(LAYERS.values()) for m in mods}
+
+
+def _module(path: Path) -> str:
+    rel = path.relative_to(ROOT / "sslbench").with_suffix("")
+    return f"sslbench.{rel.parts[0]}" if rel.parts[0] != "__init__" or len(rel.parts) > 1 else "sslbench.__init__"
+
+
+def _floor(module: str) -> int | None:
+    parts = module.split(".")
+    return FLOOR.get(".".join(parts[:2])) if parts[0] == "sslbench" and len(parts) > 1 else None
+
+
+def test_every_sslbench_module_has_a_floor():
+    missing = sorted({_module(p) for p in (ROOT / "sslbench").rglob("*.py")} - set(FLOOR))
+    assert not missing, f"add {missing} to LAYERS (and to README's Layout section)"
+
+
+def test_nothing_imports_upward_inside_sslbench():
+    names = list(LAYERS)
+    bad = []
+    for path in sorted((ROOT / "sslbench").rglob("*.py")):
+        mine = FLOOR[_module(path)]
+        for dep in _imports(path):
+            floor = _floor(dep)
+            if floor is not None and floor > mine:
+                bad.append(f"{path.relative_to(ROOT)} ({names[mine]}) imports {dep} ({names[floor]})")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_readme_layout_names_every_module():
+    readme = (ROOT / "README.md").read_text()
+    missing = [m for m in FLOOR if m not in ("sslbench.__init__", "sslbench.__main__")
+               and f"`{m.removeprefix('sslbench.')}" not in readme]
+    assert not missing, f"README's Layout section does not name {missing}"

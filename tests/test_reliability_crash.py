@@ -8,35 +8,27 @@ same files with the same numbers, no temp file, no lock and nothing twice.
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["run", "--preset", "smoke", "--methods", "vicreg_mod", "--references", "", "--protocols", "knn,collapse"]
+ARGS = ["run", "--preset", "smoke", "--methods", "vicreg_mod", "--floors", "", "--protocols", "knn,collapse"]
 RUN = Path("vicreg_mod/seed0")
 TIMING_KEYS = {"epoch_s", "images_per_s", "data_share"}  # the only per-epoch fields allowed to differ
 
 
-def sslbench(out: Path, fault: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "SSLBENCH_NO_DOWNLOAD": "1"}
-    env.pop("SSLBENCH_FAULT", None)
-    if fault:
-        env["SSLBENCH_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "sslbench", *ARGS, "--out", str(out)],
-                          capture_output=True, text=True, env=env, cwd=ROOT)
+def sslbench(cli, out: Path, fault: str = ""):
+    """The run of this module in a new process, killed at ``fault`` when one is named."""
+    return cli(*ARGS, "--out", str(out), env={"OMP_NUM_THREADS": "1", "SSLBENCH_FAULT": fault}, subprocess_=True)
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
+def reference(tmp_path_factory, cli_session) -> Path:
     out = tmp_path_factory.mktemp("uninterrupted")
-    proc = sslbench(out)
-    assert proc.returncode == 0, proc.stderr
+    proc = sslbench(cli_session, out)
+    assert proc.rc == 0, proc.err
     return out
 
 
@@ -91,10 +83,10 @@ KILLS = {
 
 
 @pytest.mark.parametrize("point", list(KILLS))
-def test_sigkill_then_rerun_equals_the_uninterrupted_run(reference, tmp_path, point):
+def test_sigkill_then_rerun_equals_the_uninterrupted_run(reference, tmp_path, cli, point):
     out = tmp_path / "out"
-    killed = sslbench(out, point)
-    assert killed.returncode == -9, killed.stderr[-2000:]
+    killed = sslbench(cli, out, point)
+    assert killed.rc == -9, killed.err[-2000:]
     results = out / RUN / "results"
     epochs = [json.loads(ln)["epoch"] for ln in (out / RUN / "metrics.jsonl").read_text().splitlines()]
     if point.startswith("after_step"):
@@ -105,10 +97,10 @@ def test_sigkill_then_rerun_equals_the_uninterrupted_run(reference, tmp_path, po
         assert (results / "knn.json").exists() and list(results.glob(".collapse.json.*.tmp"))
     assert (out / ".sslbench.lock").exists()  # left by the dead process
 
-    resumed = sslbench(out)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "took over the lock" in resumed.stderr  # the dead run's lock, reported
-    assert ("resuming from epoch 1/3" in resumed.stderr) == point.startswith("after_step")
+    resumed = sslbench(cli, out)
+    assert resumed.rc == 0, resumed.err[-2000:]
+    assert "took over the lock" in resumed.err  # the dead run's lock, reported
+    assert ("resuming from epoch 1/3" in resumed.err) == point.startswith("after_step")
     assert_same_outputs(reference, out)
     history = json.loads((out / "manifest.json").read_text())["invocations"]
     assert [h["status"] for h in history] == ["killed", "finished"]

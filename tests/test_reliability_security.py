@@ -14,7 +14,7 @@ from sslbench.cli import main
 from sslbench.config import load_toml
 from sslbench.errors import SslbenchError
 from sslbench.registry import registry
-from sslbench.store import check_path_name, result_path, run_dir
+from sslbench.layout import RunLayout, check_path_name
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = Path("vicreg_mod/seed0")
@@ -112,7 +112,7 @@ def test_names_that_would_escape_or_clash_are_refused(tmp_path, name):
     with pytest.raises(SslbenchError, match="cannot be used"):
         check_path_name(name, "variant name")
     with pytest.raises(SslbenchError):
-        run_dir(tmp_path, name, 0)
+        RunLayout(tmp_path).run(name, 0)
     f = tmp_path / "v.toml"
     f.write_text(f'[variants.{_quoted(name)}]\nbase = "vicreg"\nloss = {{ cov_coeff = 2.0 }}\n')
     with pytest.raises(SslbenchError, match="cannot be used"):
@@ -126,7 +126,7 @@ def _quoted(name: str) -> str:
 
 @pytest.mark.parametrize("name", ["vicreg_cov4", "my.variant-2", "B+C"])
 def test_plain_names_stay_inside_out(tmp_path, name):
-    path = result_path(tmp_path, check_path_name(name, "variant name"), 3, "knn").resolve()
+    path = RunLayout(tmp_path).run(check_path_name(name, "variant name"), 3).result("knn").resolve()
     assert path.is_relative_to(tmp_path.resolve()) and path.parent.parent.name == "seed3"
 
 

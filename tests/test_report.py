@@ -8,19 +8,19 @@ import subprocess
 
 import numpy as np
 import pytest
-from lb_factory import BASE_SCORES, sweep, write_results
 
-from sslbench.cli import main
+from sslbench.layout import RunLayout
 from sslbench.report import build_report, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
-def run_dir(tmp_path):
+def run_dir(tmp_path, records):
     """A run directory with results, curves for both methods and a spectrum for vicreg only."""
-    out = write_results(tmp_path / "run", sweep(BASE_SCORES, collapse_status={"simsiam": "dimensional"},
-                                                train_status={"simsiam": "collapsed"}))
+    out = records.write(tmp_path / "run", records.sweep(records.base_scores, collapse_status={"simsiam": "dimensional"},
+                                                        train_status={"simsiam": "collapsed"}))
+    layout = RunLayout(out)
     for method, terms in (("vicreg", ("invariance", "variance", "covariance")), ("simsiam", ("negative_cosine",))):
         for seed in (0, 1):
             lines = []
@@ -30,9 +30,9 @@ def run_dir(tmp_path):
                        "images_per_s": 1000.0, "data_share": 0.1, "epoch_s": 1.0}
                 row.update({t: 1.0 / epoch + seed for t in terms})
                 lines.append(json.dumps(row))
-            (out / method / f"seed{seed}" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+            layout.run(method, seed).metrics_log.write_text("\n".join(lines) + "\n")
     s = np.sort(np.random.default_rng(0).gamma(1.0, size=64))[::-1]
-    np.savez(out / "vicreg" / "seed0" / "results" / "collapse.artifacts.npz", spectrum_backbone=s, spectrum_projector=s[:32])
+    np.savez(layout.run("vicreg", 0).artifacts("collapse"), spectrum_backbone=s, spectrum_projector=s[:32])
     return out
 
 
@@ -48,19 +48,19 @@ def test_report_is_self_contained_with_every_section(run_dir):
     assert page.count("<img") == len(images)  # every image is embedded
     assert not re.search(r"(src|href)=\"(?!data:)", page), "a resource outside the file"
     assert "http://" not in page and "https://" not in page and "<link" not in page and "<script" not in page
-    for section in ("Collapse and training outcome", "Leaderboard", "Main metrics", "Singular-value spectrum", "Training curves"):
+    for section in ("Collapse and training outcome", "Leaderboard", "Main metrics", "Spectrum", "Training curves"):
         assert f"<h2>{section}</h2>" in page
     assert "no spectrum recorded for: simsiam, raw_pixels, random_init" in page
     assert 'class="badge b1">dimensional' in page and 'class="badge b1">collapsed' in page
     assert 'class="badge b0">healthy' in page and "<table" in page
 
 
-def test_cli_writes_the_report(run_dir, capsys):
-    assert main(["report", str(run_dir)]) == 0
-    assert capsys.readouterr().out.strip() == str(run_dir / "report.html")
+def test_cli_writes_the_report(run_dir, cli):
+    res = cli("report", str(run_dir))
+    assert res.rc == 0 and res.out.strip() == str(run_dir / "report.html")
     assert (run_dir / "report.html").read_text().startswith("<!DOCTYPE html>")
-    assert main(["report", str(run_dir / "nope")]) == 2
-    assert "is not a directory" in capsys.readouterr().err
+    res = cli("report", str(run_dir / "nope"))
+    assert res.rc == 2 and "is not a directory" in res.err
 
 
 def _chromium() -> str | None:

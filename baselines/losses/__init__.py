@@ -1,11 +1,18 @@
 """Public loss functions; each a pure function of projector/predictor outputs.
 
-Golden values (REFERENCE.md, float64) are checked in ``tests/test_losses.py``.
+Golden values (float64, hand-checkable; sources in ``docs/reference/losses.md``) are checked in
+``tests/test_losses.py``.
 """
 
 from baselines.losses.barlow_twins import BarlowTwinsConfig, barlow_twins_loss, barlow_twins_terms, cross_correlation
-from baselines.losses.negative_cosine import negative_cosine, symmetric_negative_cosine
-from baselines.losses.nt_xent import nt_xent_loss
+from baselines.losses.negative_cosine import (
+    BYOLConfig,
+    SimSiamConfig,
+    byol_loss,
+    negative_cosine,
+    symmetric_negative_cosine,
+)
+from baselines.losses.nt_xent import SimCLRConfig, nt_xent_loss
 from baselines.losses.vicreg import (
     VICRegConfig,
     correlation_term,
@@ -17,7 +24,11 @@ from baselines.losses.vicreg import (
 )
 
 __all__ = [
+    "BYOLConfig",
     "BarlowTwinsConfig",
+    "SimCLRConfig",
+    "SimSiamConfig",
+    "byol_loss",
     "VICRegConfig",
     "barlow_twins_loss",
     "barlow_twins_terms",

@@ -1,18 +1,40 @@
-"""SimSiam / BYOL negative cosine similarity (Chen & He 2021, eq. 1-2; Grill et al. 2020).
+"""SimSiam / BYOL negative cosine similarity (Chen & He 2021, eq. 1-2; Grill et al. 2020, eq. 2).
 
 Distributed contract: purely per-sample; nothing is gathered. A rank's loss is
-the mean over its own ``N`` pairs. With the same ``N`` on every rank the mean
-over ranks of these losses is the 1-process loss on the global batch, and rank
-``r``'s gradient on its inputs is ``world_size`` times the global loss's
-gradient on those rows, so DistributedDataParallel's gradient average is the
-1-process gradient (``tests/test_distributed.py``). Unequal local batches (a
-last partial batch) weight the ranks slightly unequally: drop the last batch.
+the mean over its own ``N`` pairs; with equal local batches the mean over ranks
+is the 1-process loss on the global batch (the gradient convention is in
+:mod:`sslbench.distributed`). Unequal local batches weight the ranks slightly
+unequally: drop the last batch.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class SimSiamConfig:
+    """Loss config of SimSiam.
+
+    Attributes:
+        stop_gradient: Detach the projector outputs used as targets. Without it
+            SimSiam collapses (Chen & He 2021, fig. 2).
+    """
+
+    stop_gradient: bool = True
+
+
+@dataclass(frozen=True)
+class BYOLConfig:
+    """Loss config of BYOL's regression ``2 - 2 cos`` (Grill et al. 2020, eq. 2).
+
+    The loss has no free parameter: BYOL's knobs are its target update
+    (:class:`baselines.targets.EMAConfig`) and its recipe. The class exists so the
+    loss is recorded by name like every other.
+    """
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor, stop_gradient: bool = True) -> torch.Tensor:
@@ -52,3 +74,13 @@ def symmetric_negative_cosine(
         Scalar loss.
     """
     return 0.5 * (negative_cosine(p1, z2, stop_gradient) + negative_cosine(p2, z1, stop_gradient))
+
+
+def byol_loss(p1: torch.Tensor, p2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+    """``(2 - 2cos(p1, t2)) + (2 - 2cos(p2, t1))``, batch means; all inputs ``(N, D)``; targets detached.
+
+    The paper's scale: each direction is ``2 - 2 cos`` and the two are summed
+    (implementations that average the two directions are 1x). Per-sample, nothing
+    gathered.
+    """
+    return (2 + 2 * negative_cosine(p1, t2)) + (2 + 2 * negative_cosine(p2, t1))

@@ -25,10 +25,23 @@ process group: the pure local loss.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from sslbench.distributed import all_gather_sizes, gather_pair_with_grad, rank, world_size
+
+
+@dataclass(frozen=True)
+class SimCLRConfig:
+    """Loss config of SimCLR.
+
+    Attributes:
+        temperature: NT-Xent tau (0.5 is lightly's default; 0.1-0.2 typical for CIFAR).
+    """
+
+    temperature: float = 0.2
 
 
 def nt_xent_loss(za: torch.Tensor, zb: torch.Tensor, temperature: float = 0.5, gather: bool = False) -> torch.Tensor:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The smoke regression gate of this project's CI, and the one command that updates its reference.
 #
-#   baselines/reference/smoke.sh check    # CI: smoke run (seed 0), compared with the committed reference
-#   baselines/reference/smoke.sh update   # regenerate the reference (seeds 0-9, about 6 minutes on 2 cores)
+#   baselines/regression/smoke.sh check    # CI: smoke run (seed 0), compared with the committed reference
+#   baselines/regression/smoke.sh update   # regenerate the reference (seeds 0-9, about 6 minutes on 2 cores)
 #
 # Both run every built-in trained method and variant plus the floors on the `smoke` preset
 # (digits, ConvNet width 8, 3 epochs) with the default protocols, single-threaded
@@ -19,7 +19,7 @@
 # "sslbench compare in CI".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-REF=baselines/reference/smoke
+REF=baselines/regression/smoke
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 SSLBENCH_NO_DOWNLOAD=1
 PY=${PYTHON:-python3}
 METHODS=$("$PY" -c "
@@ -36,7 +36,7 @@ case "${1:-check}" in
     "$PY" -m sslbench run --preset smoke --methods "$METHODS" --seeds 0 --out "$out" > "$out/run.log" 2>&1 \
       || { tail -n 40 "$out/run.log"; exit 1; }
     "$PY" -m sslbench compare "$REF" "$out" "${GATE[@]}" --failures-only --json "$out/compare.json" \
-      || { echo "smoke gate failed; if the change is intended, run: baselines/reference/smoke.sh update"; exit 1; }
+      || { echo "smoke gate failed; if the change is intended, run: baselines/regression/smoke.sh update"; exit 1; }
     ;;
   update)
     out=$(mktemp -d)
@@ -49,12 +49,12 @@ case "${1:-check}" in
     "$PY" - "$out" "$REF" "$METHODS" "$SEEDS" "${GATE[*]}" <<'EOF'
 import json, sys
 from pathlib import Path
-from sslbench.store import find_results
+from sslbench.store import find_records
 out, ref, methods, seeds, gate = Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:]
-v = find_results(out)[0]["versions"]
+v = find_records(out)[0].run.versions
 prov = {"command": f"sslbench run --preset smoke --methods {methods} --seeds {seeds} (OMP_NUM_THREADS=1)",
         "gate": f"sslbench run --preset smoke --methods {methods} --seeds 0; "
-                f"sslbench compare baselines/reference/smoke CURRENT {gate}",
+                f"sslbench compare baselines/regression/smoke CURRENT {gate}",
         "versions": {k: v[k] for k in ("sslbench", "python", "torch", "faiss", "numpy", "git")}}
 (ref / "provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
 EOF

@@ -1,0 +1,184 @@
+"""The run layout: the one owner of every path under ``--out``.
+
+::
+
+    <out>/<method>/seed<k>/config.json              the run's identity (resolved recipe)
+    <out>/<method>/seed<k>/checkpoint.pt            last epoch (atomic)
+    <out>/<method>/seed<k>/metrics.jsonl            per-epoch training log
+    <out>/<method>/seed<k>/train_status.json        how training stopped early (diverged, collapsed)
+    <out>/<method>/seed<k>/results/<protocol>.json  one result record per protocol
+    <out>/<method>/seed<k>/results/<protocol>.artifacts.npz
+    <out>/cache/features/<key>/                     cached features
+    <out>/manifest.json, <out>/.sslbench.lock
+    <out>/leaderboard.{md,csv,json,html}, report.html, analysis.{md,json}
+
+Nothing else builds these paths: commands, readers and tests ask a
+:class:`RunLayout`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sslbench.errors import SslbenchError
+
+#: A name that becomes one path component under ``--out``: no separators, no ``.``/``..``,
+#: no hidden files.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+#: Names taken by sslbench's own entries under ``--out``.
+RESERVED_NAMES = frozenset({"cache", "manifest.json", "report.html", "analysis.md", "analysis.json",
+                            *(f"leaderboard.{ext}" for ext in ("md", "csv", "json", "html"))})
+_SEED_DIR = re.compile(r"seed(\d+)")
+
+
+def check_path_name(name: object, what: str) -> str:
+    """Check that ``name`` can be one path component under the output directory.
+
+    Args:
+        name: A method, variant or protocol name (from a config file or a plugin).
+        what: What it names, for the message (e.g. ``"variant name"``).
+
+    Returns:
+        ``name``.
+
+    Raises:
+        SslbenchError: for anything but letters, digits, ``.``, ``_``, ``+``, ``-``
+            starting with a letter or digit (so no ``/``, ``..`` or hidden files), or a
+            reserved name.
+    """
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or name in RESERVED_NAMES:
+        raise SslbenchError(
+            f"{what} {name!r} cannot be used: it names a directory under --out, so it must be 1-128 "
+            "letters, digits, '.', '_', '+' or '-', start with a letter or digit, and not be one of "
+            "sslbench's own entries there (cache, manifest.json, leaderboard.*, report.html, analysis.*); rename it"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one ``(method, seed)`` run directory.
+
+    Attributes:
+        dir: ``<out>/<method>/seed<k>``.
+        method: The row name.
+        seed: The seed.
+    """
+
+    dir: Path
+    method: str
+    seed: int
+
+    @property
+    def label(self) -> str:
+        """``method/seed<k>``, the run's name in messages."""
+        return f"{self.method}/seed{self.seed}"
+
+    @property
+    def config(self) -> Path:
+        """The run's identity, ``config.json``."""
+        return self.dir / "config.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        """The last epoch's training checkpoint."""
+        return self.dir / "checkpoint.pt"
+
+    @property
+    def metrics_log(self) -> Path:
+        """The per-epoch training log (:mod:`sslbench.training_log`)."""
+        return self.dir / "metrics.jsonl"
+
+    @property
+    def train_status(self) -> Path:
+        """How training stopped early (diverged or collapsed), when it did."""
+        return self.dir / "train_status.json"
+
+    @property
+    def results_dir(self) -> Path:
+        """Where the result records live."""
+        return self.dir / "results"
+
+    def result(self, protocol: str) -> Path:
+        """The result record of ``protocol``.
+
+        Raises:
+            SslbenchError: when ``protocol`` is not a safe path component.
+        """
+        return self.results_dir / f"{check_path_name(protocol, 'protocol name')}.json"
+
+    def artifacts(self, protocol: str) -> Path:
+        """The artifacts ``.npz`` written beside the result of ``protocol``."""
+        return self.result(protocol).with_suffix(".artifacts.npz")
+
+    def result_files(self) -> list[Path]:
+        """The result records present, sorted by path."""
+        return sorted(self.results_dir.glob("*.json"))
+
+    def holds_state(self) -> bool:
+        """Whether anything computed lives here (a checkpoint or a result)."""
+        return self.checkpoint.exists() or bool(self.result_files())
+
+
+class RunLayout:
+    """Paths under one output directory.
+
+    Args:
+        out: The output directory (``--out``).
+    """
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+
+    def run(self, method: str, seed: int) -> RunPaths:
+        """The run directory of ``(method, seed)``.
+
+        Raises:
+            SslbenchError: when ``method`` is not a safe path component or ``seed`` not an int.
+        """
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise SslbenchError(f"seed must be an integer, got {seed!r}")
+        return RunPaths(self.out / check_path_name(method, "method name") / f"seed{seed}", method, seed)
+
+    def runs(self) -> list[RunPaths]:
+        """Every run directory that holds result records, sorted by method then seed."""
+        found = []
+        for d in sorted(self.out.glob("*/seed*/results")):
+            m = _SEED_DIR.fullmatch(d.parent.name)
+            if m and d.is_dir() and SAFE_NAME.fullmatch(d.parent.parent.name):
+                found.append(RunPaths(d.parent, d.parent.parent.name, int(m.group(1))))
+        return sorted(found, key=lambda r: (r.method, r.seed))
+
+    def result_files(self) -> list[Path]:
+        """Every result record under ``out``, sorted by path."""
+        return sorted(self.out.glob("*/seed*/results/*.json"))
+
+    @property
+    def cache(self) -> Path:
+        """The feature cache."""
+        return self.out / "cache" / "features"
+
+    @property
+    def manifest(self) -> Path:
+        """The history of invocations (:mod:`sslbench.manifest`)."""
+        return self.out / "manifest.json"
+
+    @property
+    def lock(self) -> Path:
+        """The lock file of the output directory (:mod:`sslbench.lock`)."""
+        return self.out / ".sslbench.lock"
+
+    def leaderboard(self, ext: str) -> Path:
+        """``leaderboard.<ext>``."""
+        return self.out / f"leaderboard.{ext}"
+
+    def analysis(self, ext: str) -> Path:
+        """``analysis.<ext>``."""
+        return self.out / f"analysis.{ext}"
+
+    @property
+    def report(self) -> Path:
+        """The HTML report."""
+        return self.out / "report.html"

@@ -1,0 +1,248 @@
+"""The leaderboard as md, csv, json and one self-contained html page, and the reader of its json.
+
+``leaderboard.json`` (``schema_version`` 3) holds the rows plus the column
+metadata :mod:`sslbench.compare` needs: directions, main metrics, protocol
+settings, floors, data fingerprints, label orders and default tolerances.
+Version 2 files (no label orders or tolerances, floors marked ``reference``)
+are still read; what they lack comes from the registered protocols.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from typing import Any
+
+import pandas as pd
+
+from sslbench.errors import SslbenchError, did_you_mean
+from sslbench.io import atomic_write_json, atomic_write_text
+from sslbench.layout import RunLayout
+from sslbench.leaderboard import TRAIN_LABEL, TRAIN_ORDER, Leaderboard
+
+#: ``schema_version`` of leaderboard.json. 1: rows and notes; 2: adds directions,
+#: main_metrics, settings, floors, fingerprints; 3: adds labels and tolerances, and
+#: rows mark floors with ``floor`` (``reference`` before).
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+FORMATS = ("md", "csv", "json", "html")
+
+
+def _fmt(v: Any, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:+.4f}" if signed else f"{v:.4f}"
+    return str(v)
+
+
+def _metric_columns(board: Leaderboard, metrics: list[str] | None) -> list[str]:
+    if metrics is not None:
+        return metrics
+    return list(board.shown) + board.label_columns()
+
+
+def _cell(row: pd.Series, col: str) -> str:
+    v, ci = row.get(col, float("nan")), row.get(f"{col}_ci95", float("nan"))
+    cell = _fmt(v)
+    if cell and isinstance(ci, float) and not math.isnan(ci):
+        cell += f" ± {ci:.4f}"
+    return cell
+
+
+def row_name(row: pd.Series) -> str:
+    """The row's method, marked ``(floor)`` for floors."""
+    return row["method"] + (" (floor)" if row["floor"] else "")
+
+
+def _md_table(head: list[str], body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in body)]
+
+
+def to_markdown(board: Leaderboard, metrics: list[str] | None = None) -> str:
+    """Markdown: the leaderboard (``mean ± ci95`` per metric), the floor deltas, then the notes.
+
+    Args:
+        board: From :func:`sslbench.leaderboard.build`.
+        metrics: Metric columns to show (default: the directed metrics, each
+            protocol's main metric first, then the label columns).
+    """
+    if board.empty:
+        return "(no results)\n"
+    metrics = _metric_columns(board, metrics)
+    head = ["method", "rank", "borda", "n_seeds", *metrics, TRAIN_LABEL, "train.minutes"]
+    body = []
+    for _, row in board.table.iterrows():
+        cells = [row_name(row), str(row.get("rank", "")), f"{row.get('borda', 0.0):g}", str(row["n_seeds"])]
+        cells += [_cell(row, m) for m in metrics]
+        cells += [str(row[TRAIN_LABEL]) if not row["floor"] else "-", _fmt(row["train.minutes"])]
+        body.append(cells)
+    lines = _md_table(head, body)
+    if board.deltas:
+        lines += ["", "Difference from the floors (row - floor, main metrics):", ""]
+        body = [[row_name(row), *(_fmt(row.get(d), signed=True) for d in board.deltas)] for _, row in board.table.iterrows()]
+        lines += _md_table(["method", *[d.replace("_vs_", " vs ") for d in board.deltas]], body)
+    return "\n".join(lines) + "\n\n" + "".join(f"- {n}\n" for n in board.notes)
+
+
+def to_json(board: Leaderboard) -> dict[str, Any]:
+    """The leaderboard.json document (``schema_version`` :data:`SCHEMA_VERSION`)."""
+    records = json.loads(board.table.to_json(orient="records")) if not board.empty else []
+    return {"schema_version": SCHEMA_VERSION, "rows": records, "notes": board.notes, "main_metrics": board.main,
+            "directions": board.directions, "settings": board.settings, "floors": board.floors, "shown": board.shown,
+            "fingerprints": board.fingerprints, "labels": {k: list(v) for k, v in board.labels.items()},
+            "tolerances": board.tolerances}
+
+
+def from_json(doc: dict[str, Any], source: str) -> Leaderboard:
+    """A :class:`Leaderboard` of a leaderboard.json document (schema 2 or 3).
+
+    Raises:
+        SslbenchError: for another schema version or rows of the wrong shape.
+    """
+    version = doc.get("schema_version")
+    if version not in READABLE_VERSIONS:
+        hint = " (it has no metric directions; rebuild it with `sslbench leaderboard DIR --write DIR`)" if version == 1 else ""
+        raise SslbenchError(f"{source}: leaderboard schema_version {version!r} is not one of "
+                            f"{', '.join(map(str, READABLE_VERSIONS))}{hint}")
+    rows = doc.get("rows", [])
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("method"), str) for r in rows):
+        raise SslbenchError(f"{source}: 'rows' must be a list of objects, each with a 'method' name")
+    table = pd.DataFrame([{**r, "floor": bool(r.get("floor", r.get("reference", False)))} for r in rows])
+    settings = _object(doc.get("settings", {}), source, "settings")
+    labels, tolerances = _legacy_meta(settings) if version == 2 else ({}, {})
+    labels.update({k: tuple(v) for k, v in _object(doc.get("labels", {}), source, "labels").items()})
+    tolerances.update(_object(doc.get("tolerances", {}), source, "tolerances"))
+    return Leaderboard(
+        table=table, notes=list(doc.get("notes", [])), shown=list(doc.get("shown", [])),
+        main=list(doc.get("main_metrics", [])), directions=_object(doc.get("directions", {}), source, "directions"),
+        settings=settings, floors=list(doc.get("floors", [])), fingerprints=list(doc.get("fingerprints", [])),
+        labels={TRAIN_LABEL: TRAIN_ORDER, **labels}, tolerances=tolerances,
+    )
+
+
+def _object(v: Any, source: str, key: str) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise SslbenchError(f"{source}: {key!r} must be a JSON object, got {type(v).__name__}")
+    return v
+
+
+def _legacy_meta(settings: dict[str, Any]) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """Label orders and tolerances of a schema-2 leaderboard: those of the registered protocols it names."""
+    from sslbench.records import _registered_meta
+
+    labels: dict[str, tuple[str, ...]] = {}
+    tolerances: dict[str, str] = {}
+    for proto in settings:
+        meta = _registered_meta(proto)
+        if meta is not None:
+            labels.update({f"{proto}.{k}": tuple(v) for k, v in meta.labels.items()})
+            tolerances.update({f"{proto}.{k}": v for k, v in meta.tolerances.items()})
+    return labels, tolerances
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:0.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}
+th{background:#f0f0f0;position:sticky;top:0}
+td:first-child,th:first-child{text-align:left}
+tr.floor td{background:#f7f7f7;font-style:italic}
+.ci{color:#888;font-size:11px}
+.badge{display:inline-block;padding:1px 7px;border-radius:9px;color:#fff;font-size:12px;font-style:normal}
+.b0{background:#2e7d32}.b1{background:#ef6c00}.b2{background:#c62828}.bna{background:#9e9e9e}
+.scroll{overflow-x:auto}
+img{max-width:100%;display:block;margin:0.5em 0 1em}
+ul.badges{list-style:none;padding:0}ul.badges li{margin:2px 0}
+"""
+
+
+#: Labels shown as grey badges: nothing to judge.
+_GREY = frozenset({"n/a", "not_trained", "external"})
+
+
+def badge(board: Leaderboard, col: str, value: Any) -> str:
+    """An html badge for a label column: green for the best value, orange, red for the worst,
+    grey for ``n/a``, encoders not trained here and values of no known order."""
+    text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    order = board.labels.get(col, ())
+    known = [order.index(p) for p in (text.split("/") if text else []) if p in order]
+    if not known or text in _GREY:
+        cls = "bna"
+    else:
+        cls = f"b{min(2, round(2 * max(known) / max(1, len(order) - 1)))}"
+    return f'<span class="badge {cls}">{html.escape(text or "-")}</span>'
+
+
+def _html_row(board: Leaderboard, row: pd.Series, metrics: list[str], labels: list[str]) -> str:
+    cells = [f"<td>{html.escape(row_name(row))}</td>", f"<td>{row.get('rank', '')}</td>",
+             f"<td>{row.get('borda', 0.0):g}</td>", f"<td>{row['n_seeds']}</td>"]
+    for m in metrics:
+        v, ci = _fmt(row.get(m)), row.get(f"{m}_ci95", float("nan"))
+        ci_text = f' <span class="ci">± {ci:.4f}</span>' if v and isinstance(ci, float) and not math.isnan(ci) else ""
+        cells.append(f"<td>{html.escape(v)}{ci_text}</td>")
+    for col in labels:
+        cells.append(f"<td>{badge(board, col, row.get(col))}</td>")
+    cells.append(f"<td>{badge(board, TRAIN_LABEL, row[TRAIN_LABEL])}</td><td>{_fmt(row['train.minutes'])}</td>")
+    return f'<tr class="{"floor" if row["floor"] else "method"}">' + "".join(cells) + "</tr>"
+
+
+def html_fragment(board: Leaderboard, metrics: list[str] | None = None) -> str:
+    """The leaderboard, floor-delta table and notes as html (no ``<html>`` wrapper), for embedding."""
+    if board.empty:
+        return "<p>(no results)</p>"
+    labels = board.label_columns()
+    metrics = [m for m in _metric_columns(board, metrics) if m not in labels]
+    head = ["method", "rank", "borda", "n_seeds", *metrics, *labels, TRAIN_LABEL, "train.minutes"]
+    parts = ['<div class="scroll"><table class="leaderboard"><thead><tr>',
+             "".join(f"<th>{html.escape(h)}</th>" for h in head), "</tr></thead><tbody>"]
+    parts += [_html_row(board, row, metrics, labels) for _, row in board.table.iterrows()]
+    parts.append("</tbody></table></div>")
+    if board.deltas:
+        parts.append('<p>Difference from the floors (row - floor, main metrics):</p><div class="scroll"><table class="deltas"><tr>')
+        parts.append("".join(f"<th>{html.escape(h.replace('_vs_', ' vs '))}</th>" for h in ["method", *board.deltas]) + "</tr>")
+        for _, row in board.table.iterrows():
+            cells = "".join(f"<td>{_fmt(row.get(d), signed=True)}</td>" for d in board.deltas)
+            parts.append(f"<tr><td>{html.escape(row_name(row))}</td>{cells}</tr>")
+        parts.append("</table></div>")
+    parts.append("<ul class=\"notes\">" + "".join(f"<li>{html.escape(n)}</li>" for n in board.notes) + "</ul>")
+    return "".join(parts)
+
+
+def page(title: str, body: str) -> str:
+    """A complete self-contained html document (inline CSS, no external resources)."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def to_html(board: Leaderboard, title: str = "sslbench leaderboard") -> str:
+    """The leaderboard as one self-contained html page."""
+    return page(title, f"<h1>{html.escape(title)}</h1>\n" + html_fragment(board))
+
+
+def render(board: Leaderboard, fmt: str = "md") -> str:
+    """The leaderboard in one of :data:`FORMATS`.
+
+    Raises:
+        SslbenchError: for an unknown format.
+    """
+    if fmt == "md":
+        return to_markdown(board)
+    if fmt == "csv":
+        return board.table.to_csv(index=False)
+    if fmt == "json":
+        return json.dumps(to_json(board), indent=2) + "\n"
+    if fmt == "html":
+        return to_html(board)
+    raise did_you_mean(fmt, FORMATS, "leaderboard format")
+
+
+def write(board: Leaderboard, layout: RunLayout) -> str:
+    """Write ``leaderboard.{md,csv,json,html}`` into ``layout``'s directory; return the markdown."""
+    md = to_markdown(board)
+    atomic_write_text(layout.leaderboard("md"), md)
+    atomic_write_text(layout.leaderboard("csv"), board.table.to_csv(index=False))
+    atomic_write_json(layout.leaderboard("json"), to_json(board))
+    atomic_write_text(layout.leaderboard("html"), to_html(board))
+    return md

@@ -1,0 +1,406 @@
+"""The result record: one versioned JSON per run x protocol, and the types inside it.
+
+Every reader (leaderboard, compare, analysis, report) takes :class:`ResultRecord`
+objects, never raw dicts. The JSON layout (``schema_version`` 1)::
+
+    {"schema_version": 1, "method", "base", "encoder_kind", "loss_changes", "seed",
+     "config", "run_config", "dataset": {...}, "train": {...}, "versions": {...},
+     "protocol": {...}, "metrics": {...}, "encoder_hash", "timings": {...},
+     "artifacts": "<protocol>.artifacts.npz" (when there are artifacts)}
+
+``protocol`` carries the protocol's metric metadata (:class:`MetricMeta`): metric
+directions, the main metric, ordered labels, default compare tolerances, the
+label-free readings and the plots of its artifacts. Records written before that
+metadata was recorded get it from the registered protocol of the same name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from sslbench.errors import SslbenchError
+
+SCHEMA_VERSION = 1
+#: The label value of a metric that does not apply (a floor has no projector to read).
+NOT_APPLICABLE = "n/a"
+#: Outcomes of pretraining in severity order (best first), as ``train.status`` reads them.
+TRAIN_STATUSES = ("finished", "collapsed", "diverged")
+#: Statuses of encoders that are not pretrained here; they rank with ``finished``.
+UNTRAINED_STATUSES = ("not_trained", "external")
+
+Metric = float | str
+
+
+@dataclass(frozen=True)
+class MetricMeta:
+    """What a protocol declares about its metrics.
+
+    Attributes:
+        directions: Directed metric name -> ``"higher"`` or ``"lower"`` (is better).
+        main: The metric used for ranking (one of ``directions``).
+        labels: Label-valued metric -> its values in severity order, best first
+            (e.g. ``("healthy", "dimensional", "complete")``). Readers show such
+            labels as badges and ``compare`` fails a move to a worse one.
+        tolerances: Default compare tolerances, metric pattern -> ``"0.02"`` or ``"5%"``.
+        readings: Label-free readings worth correlating with labelled accuracy.
+        plots: Artifact name -> how a report draws it (``"spectrum"``).
+    """
+
+    directions: Mapping[str, str]
+    main: str
+    labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    tolerances: Mapping[str, str] = field(default_factory=dict)
+    readings: tuple[str, ...] = ()
+    plots: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProtocolInfo:
+    """The ``protocol`` block of a result: identity, parameters and metric metadata.
+
+    Attributes:
+        name: Registry name.
+        version: Version that produced the numbers.
+        params: Parameters (JSON values).
+        requires: What it required of its inputs (``labels``, ``transfer``, ``encoder``).
+        meta: Its metric metadata.
+    """
+
+    name: str
+    version: str
+    params: dict[str, Any]
+    requires: tuple[str, ...]
+    meta: MetricMeta
+
+    @property
+    def labelled(self) -> bool:
+        """Whether it scores against labels (its main metric then ranks rows)."""
+        return "labels" in self.requires
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON block (metadata keys flat, as ``schema_version`` 1 has them)."""
+        m = self.meta
+        return {"name": self.name, "version": self.version, "params": self.params, "main_metric": m.main,
+                "directions": dict(m.directions), "requires": list(self.requires),
+                "labels": {k: list(v) for k, v in m.labels.items()}, "tolerances": dict(m.tolerances),
+                "readings": list(m.readings), "plots": dict(m.plots)}
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> ProtocolInfo:
+        """Read a ``protocol`` block; metadata it lacks comes from the registered protocol.
+
+        Raises:
+            SslbenchError: naming ``where`` for a block of the wrong shape.
+        """
+        doc = _object(doc, f"{where}: 'protocol'")
+        name = _str(doc.get("name"), f"{where}: protocol 'name'")
+        fallback = _registered_meta(name)
+        directions = _str_map(doc.get("directions", fallback.directions if fallback else {}), f"{where}: directions")
+        main = doc.get("main_metric", fallback.main if fallback else None)
+        meta = MetricMeta(
+            directions=directions,
+            main=_str(main, f"{where}: protocol 'main_metric'") if main is not None else "",
+            labels={k: tuple(v) for k, v in _label_map(
+                doc["labels"] if "labels" in doc else (fallback.labels if fallback else {}), where).items()},
+            tolerances=_str_map(doc.get("tolerances", fallback.tolerances if fallback else {}), f"{where}: tolerances"),
+            readings=tuple(doc.get("readings", fallback.readings if fallback else ())),
+            plots=_str_map(doc.get("plots", fallback.plots if fallback else {}), f"{where}: plots"),
+        )
+        requires = doc.get("requires")
+        if requires is None:  # records older than the requirement list: the registered class's
+            requires = _registered_requires(name)
+        params = doc.get("params", {})
+        return cls(name, str(doc.get("version", "0")), _object(params, f"{where}: protocol 'params'"),
+                   tuple(sorted(requires)), meta)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the features were computed on.
+
+    Attributes:
+        name: Dataset name (``features:<file>`` for a features file).
+        fingerprint: sha256 of the decoded arrays (:func:`sslbench.data.fingerprint`).
+        source: Where it was read from.
+        n_train: Train rows.
+        n_test: Test rows.
+        n_transfer: Transfer rows, when a transfer split was evaluated.
+    """
+
+    name: str
+    fingerprint: str
+    source: str = ""
+    n_train: int = 0
+    n_test: int = 0
+    n_transfer: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON block (``n_transfer`` only when set)."""
+        doc = {"name": self.name, "fingerprint": self.fingerprint, "source": self.source,
+               "n_train": self.n_train, "n_test": self.n_test}
+        if self.n_transfer is not None:
+            doc["n_transfer"] = self.n_transfer
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> DatasetInfo:
+        """Read a ``dataset`` block.
+
+        Raises:
+            SslbenchError: for a block of the wrong shape.
+        """
+        doc = _object(doc, f"{where}: 'dataset'")
+        return cls(_str(doc.get("name", ""), f"{where}: dataset name"),
+                   _str(doc.get("fingerprint", ""), f"{where}: dataset fingerprint"), str(doc.get("source", "")),
+                   _int(doc.get("n_train", 0), f"{where}: n_train"), _int(doc.get("n_test", 0), f"{where}: n_test"),
+                   _int(doc["n_transfer"], f"{where}: n_transfer") if doc.get("n_transfer") is not None else None)
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """How the encoder's pretraining ended.
+
+    Attributes:
+        status: ``finished``, ``collapsed`` (the monitor read complete collapse and
+            training stopped there), ``diverged`` (NaN/Inf loss), or for encoders not
+            pretrained here ``not_trained`` (floors) and ``external`` (``sslbench eval``).
+        epochs: Epochs completed (``None`` when not trained here).
+        step: Global step at which it diverged or stopped.
+        message: Human-readable detail.
+    """
+
+    status: str
+    epochs: int | None = None
+    step: int | None = None
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON block (only ``status`` for encoders not trained here)."""
+        if self.epochs is None and self.step is None and not self.message:
+            return {"status": self.status}
+        return {"status": self.status, "epochs": self.epochs, "step": self.step, "message": self.message}
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> TrainOutcome:
+        """Read a ``train`` block (a missing status reads ``finished``, as early records had none)."""
+        doc = _object(doc, f"{where}: 'train'")
+        epochs, step = doc.get("epochs"), doc.get("step")
+        return cls(_str(doc.get("status", "finished"), f"{where}: train status"),
+                   _int(epochs, f"{where}: train epochs") if epochs is not None else None,
+                   _int(step, f"{where}: train step") if step is not None else None, str(doc.get("message", "")))
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall-clock seconds of a result.
+
+    Attributes:
+        train_s: Pretraining (sum of the epochs in the training log).
+        features_s: Feature extraction (or loading).
+        features_cache_hit: Whether the feature cache served the features.
+        protocol_s: This protocol's evaluation.
+    """
+
+    train_s: float = 0.0
+    features_s: float = 0.0
+    features_cache_hit: bool = False
+    protocol_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON block."""
+        return {"train_s": self.train_s, "features_s": self.features_s,
+                "features_cache_hit": self.features_cache_hit, "protocol_s": self.protocol_s}
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> Timings:
+        """Read a ``timings`` block (absent fields read 0)."""
+        doc = _object(doc, f"{where}: 'timings'")
+        return cls(_float(doc.get("train_s", 0.0), f"{where}: train_s"),
+                   _float(doc.get("features_s", 0.0), f"{where}: features_s"),
+                   bool(doc.get("features_cache_hit", False)), _float(doc.get("protocol_s", 0.0), f"{where}: protocol_s"))
+
+
+@dataclass(frozen=True)
+class RunHeader:
+    """What every result of one run shares: the encoder, its config, the data and the training.
+
+    Attributes:
+        method: Row name (a method, variant, floor, or an ``eval --name``).
+        base: For a variant, the method it changes.
+        encoder_kind: ``trained``, ``random_init``, ``raw_pixels`` or ``external``.
+        loss_changes: Loss fields a variant changes from its base.
+        seed: The run's seed.
+        config: The run's identity: its fully resolved recipe (what must match for a
+            result to be current).
+        run_config: What the command was asked (``RunConfig`` or ``EvalConfig`` fields).
+        dataset: What the features were computed on.
+        train: How pretraining ended.
+        versions: Library versions, git hash, host and command.
+    """
+
+    method: str
+    base: str | None
+    encoder_kind: str
+    loss_changes: dict[str, Any]
+    seed: int
+    config: dict[str, Any]
+    run_config: dict[str, Any]
+    dataset: DatasetInfo
+    train: TrainOutcome
+    versions: dict[str, str]
+
+    @property
+    def is_floor(self) -> bool:
+        """Whether this encoder is a floor (a reference encoder such as ``random_init``)."""
+        return self.encoder_kind not in ("trained", "external")
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """One run x protocol: the run's header, the protocol and what it measured.
+
+    Attributes:
+        run: The header shared by the run's results.
+        protocol: The protocol that measured.
+        metrics: Metric name -> float, or a short string (a status).
+        encoder_hash: Identity of the encoder's weights (``None`` for features files).
+        timings: Wall-clock seconds.
+        artifacts: File name of the artifacts ``.npz`` beside the JSON, if any.
+    """
+
+    run: RunHeader
+    protocol: ProtocolInfo
+    metrics: dict[str, Metric]
+    encoder_hash: str | None = None
+    timings: Timings = Timings()
+    artifacts: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document (``schema_version`` :data:`SCHEMA_VERSION`)."""
+        h = self.run
+        doc = {
+            "schema_version": SCHEMA_VERSION, "method": h.method, "base": h.base, "encoder_kind": h.encoder_kind,
+            "loss_changes": h.loss_changes, "seed": h.seed, "config": h.config, "run_config": h.run_config,
+            "dataset": h.dataset.to_json(), "train": h.train.to_json(), "versions": h.versions,
+            "protocol": self.protocol.to_json(), "metrics": self.metrics, "encoder_hash": self.encoder_hash,
+            "timings": self.timings.to_json(),
+        }
+        if self.artifacts:
+            doc["artifacts"] = self.artifacts
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> ResultRecord:
+        """Read a result document, dispatching on its ``schema_version``.
+
+        Args:
+            doc: The parsed JSON.
+            where: The file (for messages).
+
+        Raises:
+            SslbenchError: one line naming ``where`` for an unknown schema version or
+                a document of the wrong shape.
+        """
+        doc = _object(doc, f"{where}: a result")
+        version = doc.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise SslbenchError(f"{where}: unknown result schema_version {version!r} "
+                                f"(this sslbench reads {SCHEMA_VERSION})")
+        for key in ("method", "seed", "protocol", "metrics", "dataset"):
+            if key not in doc:
+                raise SslbenchError(f"{where}: not a result record (no {key!r})")
+        run = RunHeader(
+            method=_str(doc["method"], f"{where}: 'method'"), base=doc.get("base"),
+            encoder_kind=_str(doc.get("encoder_kind", "trained"), f"{where}: 'encoder_kind'"),
+            loss_changes=_object(doc.get("loss_changes") or {}, f"{where}: 'loss_changes'"),
+            seed=_int(doc["seed"], f"{where}: 'seed'"), config=_object(doc.get("config") or {}, f"{where}: 'config'"),
+            run_config=_object(doc.get("run_config") or {}, f"{where}: 'run_config'"),
+            dataset=DatasetInfo.from_json(doc["dataset"], where), train=TrainOutcome.from_json(doc.get("train", {}), where),
+            versions=_object(doc.get("versions") or {}, f"{where}: 'versions'"),
+        )
+        return cls(run, ProtocolInfo.from_json(doc["protocol"], where), _metrics(doc["metrics"], where),
+                   doc.get("encoder_hash"), Timings.from_json(doc.get("timings", {}), where), doc.get("artifacts"))
+
+
+# ----------------------------------------------------------------------------- shape checks
+
+
+def _object(v: Any, what: str) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise SslbenchError(f"{what} must be a JSON object, got {type(v).__name__}")
+    return v
+
+
+def _str(v: Any, what: str) -> str:
+    if not isinstance(v, str):
+        raise SslbenchError(f"{what} must be a string, got {v!r}")
+    return v
+
+
+def _int(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise SslbenchError(f"{what} must be an integer, got {v!r}")
+    return v
+
+
+def _float(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise SslbenchError(f"{what} must be a number, got {v!r}")
+    return float(v)
+
+
+def _str_map(v: Any, what: str) -> dict[str, str]:
+    v = _object(dict(v) if isinstance(v, Mapping) else v, what)
+    return {str(k): str(x) for k, x in v.items()}
+
+
+def _label_map(v: Any, where: str) -> dict[str, list[str]]:
+    v = _object(dict(v) if isinstance(v, Mapping) else v, f"{where}: labels")
+    if not all(isinstance(x, list | tuple) and all(isinstance(s, str) for s in x) for x in v.values()):
+        raise SslbenchError(f"{where}: protocol 'labels' must map metrics to lists of strings")
+    return {str(k): list(x) for k, x in v.items()}
+
+
+def _metrics(v: Any, where: str) -> dict[str, Metric]:
+    v = _object(v, f"{where}: 'metrics'")
+    out: dict[str, Metric] = {}
+    for k, x in v.items():
+        if isinstance(x, bool) or not isinstance(x, int | float | str | None):
+            raise SslbenchError(f"{where}: metric {k!r} must be a number or a string, got {type(x).__name__}")
+        out[k] = float("nan") if x is None else (float(x) if isinstance(x, int | float) else x)
+    return out
+
+
+@lru_cache(maxsize=64)
+def _registered_meta(name: str) -> MetricMeta | None:
+    """The metric metadata of the registered protocol ``name`` with default parameters, if any."""
+    from sslbench.registry import registry
+
+    try:
+        return registry("protocols").get(name)().meta()
+    except Exception:  # noqa: BLE001 - a plugin no longer installed, or one that cannot be built bare
+        return None
+
+
+def _registered_requires(name: str) -> list[str]:
+    """A record without a requirement list: the registered class's, else ``labels`` (it ranks)."""
+    from sslbench.registry import registry
+
+    try:
+        return sorted(registry("protocols").get(name).requires)
+    except Exception:  # noqa: BLE001 - a plugin no longer installed: rank it, as a labelled protocol
+        return ["labels"]
+
+
+def is_number(v: Any) -> bool:
+    """Whether a metric value is a finite or non-finite number (not a label)."""
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def finite(v: Any) -> bool:
+    """Whether a metric value is a finite number."""
+    return is_number(v) and math.isfinite(v)
