@@ -336,10 +336,10 @@ COMPLETE_COLLAPSE_SPREAD = 0.01
 #: Dimensional collapse (width-free rule): participation ratio of the covariance spectrum of
 #: the l2-normalised rows below this, i.e. the variance sits in at most about five directions.
 #: Chosen in docs/reference/collapse_metrics.md from constructed spreads at D = 64, 256 and
-#: 2048: no case reads between 4.4 and 7.2 at any width (k <= 3-dimensional spreads, with or
-#: without a noise tail, and alpha >= 2 power laws below; 10-dimensional, isotropic and
-#: alpha <= 1.5 power-law spreads above), and a half-integer keeps the k-dimensional spreads,
-#: which read just under k, off the threshold.
+#: 2048: a k-dimensional spread reads just under k at every width, so a half-integer splits
+#: k <= 5 from k >= 6; the other families keep clear of it at every width (k <= 3 spreads
+#: with a noise tail and alpha >= 2 power laws at most 4.4; alpha <= 1.5 power laws,
+#: isotropic spreads and 10-dimensional spreads at least 7.2).
 DIMENSIONAL_MIN_EFFECTIVE_DIMS = 5.5
 
 
@@ -428,7 +428,8 @@ def _entropy_rank(values: np.ndarray, eps: float) -> float:
 
 
 #: LiDAR's regulariser delta, added to the within-class covariance (absolute, so on the
-#: embeddings' own scale; stable-ssl's LiDAR callback uses the same default).
+#: embeddings' own scale; reference implementations use 1e-6 to 1e-3, see
+#: docs/reference/collapse_metrics.md).
 LIDAR_DELTA = 1e-4
 
 

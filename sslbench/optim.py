@@ -45,8 +45,8 @@ class LARS(torch.optim.Optimizer):
         eta: float = 0.02,
         clip_lr: bool = False,
     ) -> None:
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, clip_lr=clip_lr, lars_exclude=False)
-        super().__init__(params, defaults)
+        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta, "clip_lr": clip_lr}
+        super().__init__(params, {**defaults, "lars_exclude": False})
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # noqa: D102

@@ -9,7 +9,14 @@ import torch
 from scipy.stats import ks_2samp
 from torchvision.transforms import RandomResizedCrop
 
-from sslbench.augment import CROP_ATTEMPTS, TwoViews, ViewConfig, color, crop_and_flip, crop_sizes
+from sslbench.augment import (
+    CROP_ATTEMPTS,
+    TwoViews,
+    ViewConfig,
+    color,
+    crop_and_flip,
+    crop_sizes,
+)
 
 NO_AUG = ViewConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
 

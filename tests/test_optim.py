@@ -79,7 +79,8 @@ class _LarsBeforeClip(torch.optim.Optimizer):
     """The LARS step as it was before ``clip_lr`` existed, as a frozen reference."""
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, eta=0.02):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False))
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta,
+                                  "lars_exclude": False})
 
     @torch.no_grad()
     def step(self):
