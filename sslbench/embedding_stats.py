@@ -285,3 +285,225 @@ def collapse_status(std_l2: float, dim: int, rankme_value: float, uniformity_val
     if uniformity_value > DIMENSIONAL_UNIFORMITY or rankme_value < DIMENSIONAL_RANKME_FRACTION * dim:
         return "dimensional"
     return "healthy"
+
+
+def participation_ratio(spectrum: np.ndarray) -> float:
+    """Participation ratio ``(sum_k lambda_k)^2 / sum_k lambda_k^2`` of a covariance spectrum.
+
+    Equals ``(tr S)^2 / ||S||_F^2`` for the covariance ``S`` whose eigenvalues are
+    ``spectrum``: the dimensionality measure of Gao et al. 2017 ("A theory of
+    multineuronal dimensionality, dynamics and measurement", bioRxiv 214262).
+    It is ``k`` for ``k`` equal non-zero
+    eigenvalues whatever the width, and being a second moment it is carried by
+    the largest eigenvalues: a long tail of tiny ones barely moves it, unlike
+    the entropy-based :func:`rankme`. One direction carrying a fraction ``f`` of
+    the variance caps it near ``1 / f^2``.
+
+    Args:
+        spectrum: ``(K,)`` non-negative eigenvalues, any order (e.g.
+            :func:`covariance_spectrum`).
+
+    Returns:
+        The participation ratio, in ``[1, K]``; 0.0 for an all-zero spectrum.
+    """
+    lam = np.maximum(np.asarray(spectrum, dtype=np.float64), 0.0)
+    total = lam.sum()
+    if not total > 0:
+        return 0.0
+    return float(total**2 / (lam**2).sum())
+
+
+def stable_rank(spectrum: np.ndarray) -> float:
+    """Stable rank ``||A||_F^2 / ||A||_2^2 = sum_k lambda_k / max_k lambda_k`` of a data matrix.
+
+    Rudelson & Vershynin 2007, "Sampling from large matrices: an approach
+    through geometric functional analysis" (J. ACM): for the centred,
+    ``1/sqrt(N)``-scaled data matrix ``A`` the squared singular values are the
+    covariance eigenvalues, so the stable rank is ``tr S / lambda_max``. It is
+    ``k`` for ``k`` equal eigenvalues and never exceeds :func:`participation_ratio`
+    (``(tr S)^2 / ||S||_F^2``, sometimes also called a stable rank).
+
+    Args:
+        spectrum: ``(K,)`` non-negative covariance eigenvalues, any order.
+
+    Returns:
+        The stable rank, in ``[1, K]``; 0.0 for an all-zero spectrum.
+    """
+    lam = np.maximum(np.asarray(spectrum, dtype=np.float64), 0.0)
+    if len(lam) == 0 or not lam.max() > 0:
+        return 0.0
+    return float(lam.sum() / lam.max())
+
+
+#: Complete collapse (width-free rule): total variance ``tr S`` of the l2-normalised rows
+#: below this. ``tr S = 1 - ||mean||^2`` is 1 for any centred spread on the sphere and 0 when
+#: all rows point one way; 0.01 is a root-mean-square distance of 0.1 from the mean direction,
+#: the scale that :data:`COMPLETE_COLLAPSE_STD_FRACTION` sets for an isotropic spread.
+COMPLETE_COLLAPSE_SPREAD = 0.01
+#: Dimensional collapse (width-free rule): participation ratio of the covariance spectrum of
+#: the l2-normalised rows below this, i.e. the variance sits in at most about five directions.
+#: Chosen in docs/reference/collapse_metrics.md from constructed spreads at D = 64, 256 and
+#: 2048: a k-dimensional spread reads just under k at every width, so a half-integer splits
+#: k <= 5 from k >= 6; the other families keep clear of it at every width (k <= 3 spreads
+#: with a noise tail and alpha >= 2 power laws at most 4.4; alpha <= 1.5 power laws,
+#: isotropic spreads and 10-dimensional spreads at least 7.2).
+DIMENSIONAL_MIN_EFFECTIVE_DIMS = 5.5
+
+
+def collapse_status_v2(spread: float, effective_dims: float, uniformity_value: float) -> str:
+    """``complete``, ``dimensional`` or ``healthy`` from readings that do not scale with the width.
+
+    The rule of :func:`collapse_status` with both thresholds moved off ``D``:
+    complete collapse is a total variance ``tr S`` of the l2-normalised rows below
+    :data:`COMPLETE_COLLAPSE_SPREAD` (rotation-invariant, unlike the per-axis std,
+    which reads ``sqrt(k)/D`` for a ``k``-dimensional spread along coordinate
+    axes); dimensional collapse is a :func:`participation_ratio` of their
+    covariance spectrum below :data:`DIMENSIONAL_MIN_EFFECTIVE_DIMS` (the variance
+    sits in at most about five directions) or a :func:`uniformity` above
+    :data:`DIMENSIONAL_UNIFORMITY` (the points crowd together on the sphere: one
+    axis, or a narrow cone). A ``k``-dimensional spread gets the same label at
+    every width. The thresholds and the constructed cases behind them are in
+    docs/reference/collapse_metrics.md.
+
+    All three readings come from one ``(N, D)`` matrix ``z`` of outputs:
+    ``spectrum = covariance_spectrum(z)``, ``spread = spectrum.sum()``,
+    ``effective_dims = participation_ratio(spectrum)``, ``uniformity(z)``.
+
+    Args:
+        spread: ``tr S`` of the l2-normalised rows, in ``[0, 1]``.
+        effective_dims: :func:`participation_ratio` of the same covariance.
+        uniformity_value: :func:`uniformity` (t=2) of the outputs.
+    """
+    if spread < COMPLETE_COLLAPSE_SPREAD:
+        return "complete"
+    if uniformity_value > DIMENSIONAL_UNIFORMITY or effective_dims < DIMENSIONAL_MIN_EFFECTIVE_DIMS:
+        return "dimensional"
+    return "healthy"
+
+
+#: alpha-ReQ as its authors compute it (reptrix ``alpha.get_alpha``): fit ranks 11 to 100, 1-based.
+ALPHA_REQ_AUTHORS_RANKS = (11, 100)
+
+
+def alpha_req_authors(
+    z: np.ndarray | torch.Tensor, ranks: tuple[int, int] = ALPHA_REQ_AUTHORS_RANKS
+) -> tuple[float, float]:
+    """alpha-ReQ fitted as the authors' library does: a fixed rank window, weights 1/k.
+
+    Agrawal et al. 2022 (NeurIPS); the estimator of the authors' library
+    (github.com/arnab39/reptrix, ``reptrix/alpha.py``, ``get_powerlaw``): the
+    eigenvalues ``lambda_k`` of the centred covariance, sorted decreasingly;
+    ``log lambda_k = c - alpha log k`` by least squares weighted by ``1/k`` over
+    ranks ``k`` in ``ranks`` (11 to 100). A fixed window ignores both the head
+    and the tail: a cliff past rank 100 (collapsed directions) does not move it,
+    while :func:`alpha_req` (ranks 2 to the 1e-10 floor, unweighted) reads the
+    cliff as steep decay. Windows reaching past ``min(N, D)`` are cut there,
+    and non-positive eigenvalues are left out (their log is undefined).
+
+    Args:
+        z: ``(N, D)`` embeddings (not normalised, as in the paper).
+        ranks: First and last 1-based rank of the fit window, inclusive.
+
+    Returns:
+        ``(alpha, r2)``: the decay and the unweighted R^2 of the fitted line on
+        the window's log eigenvalues; ``(nan, nan)`` with fewer than 3 usable ranks.
+    """
+    z = _as_f64(z)
+    zc = z - z.mean(axis=0, keepdims=True)
+    lam = np.linalg.svd(zc, compute_uv=False) ** 2 / max(len(z) - 1, 1)
+    k = np.arange(ranks[0], min(ranks[1], len(lam)) + 1)
+    k = k[lam[k - 1] > 0]
+    if len(k) < 3:
+        return float("nan"), float("nan")
+    y = np.log(lam[k - 1])
+    x = np.stack([-np.log(k), np.ones(len(k))], axis=1)
+    w = 1.0 / k
+    alpha, intercept = np.linalg.solve(x.T @ (x * w[:, None]), (x * w[:, None]).T @ y)
+    resid = y - x @ np.array([alpha, intercept])
+    total = ((y - y.mean()) ** 2).sum()
+    r2 = 1.0 - (resid**2).sum() / total if total > 0 else 1.0
+    return float(alpha), float(r2)
+
+
+def _entropy_rank(values: np.ndarray, eps: float) -> float:
+    """``exp(-sum p log p)`` with ``p = values / sum(values) + eps`` (RankMe's form); 1.0 if all zero."""
+    total = values.sum()
+    if not total > 0:
+        return 1.0
+    p = values / total + eps
+    return float(np.exp(-np.sum(p * np.log(p))))
+
+
+#: LiDAR's regulariser delta, added to the within-class covariance (absolute, so on the
+#: embeddings' own scale; reference implementations use 1e-6 to 1e-3, see
+#: docs/reference/collapse_metrics.md).
+LIDAR_DELTA = 1e-4
+
+
+def lidar(views: np.ndarray | torch.Tensor, delta: float = LIDAR_DELTA, eps: float = 1e-7) -> float:
+    """LiDAR: the effective rank of the LDA matrix whose classes are images and samples their views.
+
+    Thilak et al. 2023, "LiDAR: Sensing Linear Probing Performance in Joint
+    Embedding SSL Architectures" (arXiv:2312.04000, ICLR 2024): with ``mu_i`` the mean embedding of
+    image ``i``'s views and ``mu`` the mean of the ``mu_i``,
+    ``S_b = cov_i(mu_i)`` (between images), ``S_w = mean_i cov_j(e_ij) + delta I``
+    (within an image's views), ``S_lidar = S_w^{-1/2} S_b S_w^{-1/2}`` and
+    ``LiDAR = exp(-sum_k p_k log p_k)`` with ``p_k = lambda_k / sum(lambda) + eps``
+    over its eigenvalues. Unbiased (``n - 1``, ``n (q - 1)``) estimates, float64.
+    Invariant to any invertible linear map of the embeddings as ``delta -> 0``;
+    at most ``min(n - 1, D)`` up to ``eps``.
+
+    Args:
+        views: ``(n, q, D)`` embeddings of ``q >= 2`` augmented views of each of
+            ``n >= 2`` images.
+        delta: Ridge added to ``S_w`` so it can be inverted.
+        eps: Added to each normalised eigenvalue, as in RankMe.
+
+    Returns:
+        The effective rank, in ``[~1, min(n - 1, D)]``.
+
+    Raises:
+        ValueError: if ``views`` is not ``(n, q, D)`` with ``n, q >= 2``.
+    """
+    if isinstance(views, torch.Tensor):
+        views = views.detach().cpu().to(torch.float64).numpy()
+    v = np.asarray(views, dtype=np.float64)
+    if v.ndim != 3 or v.shape[0] < 2 or v.shape[1] < 2:
+        raise ValueError(f"expected (n images, q >= 2 views, D) embeddings with n >= 2, got shape {v.shape}")
+    n, q, d = v.shape
+    means = v.mean(axis=1)
+    between = means - means.mean(axis=0)
+    s_b = between.T @ between / (n - 1)
+    within = (v - means[:, None, :]).reshape(n * q, d)
+    s_w = within.T @ within / (n * (q - 1)) + delta * np.eye(d)
+    w, u = np.linalg.eigh(s_w)
+    inv_sqrt = (u / np.sqrt(w)) @ u.T
+    lam = np.maximum(np.linalg.eigvalsh(inv_sqrt @ s_b @ inv_sqrt), 0.0)
+    return _entropy_rank(lam, eps)
+
+
+def wasserstein_uniformity(z: np.ndarray | torch.Tensor) -> float:
+    """Wasserstein-2 distance from the l2-normalised rows, as a Gaussian, to ``N(0, I/D)``.
+
+    Fang, Li, Sun & Wang, "Rethinking the Uniformity Metric in Self-Supervised
+    Learning" (ICLR 2024, arXiv:2403.00642): model the normalised
+    embeddings as ``N(mu, S)`` (sample mean, biased covariance) and compare
+    with the isotropic Gaussian that a uniform spread on the sphere approaches,
+    ``W2 = sqrt(||mu||^2 + 1 + tr S - (2 / sqrt(D)) tr S^{1/2})`` (the
+    Gaussian W2 formula with the second covariance ``I/D``). The paper's
+    uniformity metric is ``-W2``; this returns ``W2``: 0 for a uniform spread,
+    ``sqrt(2)`` for complete collapse and ``sqrt(2 - 2 sqrt(k/D))`` for a
+    centred ``k``-dimensional one, so unlike :func:`uniformity` it sees
+    dimensional collapse relative to the width.
+
+    Args:
+        z: ``(N, D)`` embeddings, ``N >= 2``.
+
+    Returns:
+        ``W2``, in ``[0, sqrt(2)]`` for unit rows.
+    """
+    zn = l2_rows(z)
+    mu = zn.mean(axis=0)
+    lam = covariance_spectrum(zn)
+    sq = float(mu @ mu) + 1.0 + lam.sum() - 2.0 / np.sqrt(zn.shape[1]) * np.sqrt(lam).sum()
+    return float(np.sqrt(max(sq, 0.0)))

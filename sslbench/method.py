@@ -78,6 +78,10 @@ class TrainConfig:
         lr: Base learning rate for a batch of 256; the run uses ``lr * batch_size / 256``.
         weight_decay: L2 weight decay (decoupled for AdamW).
         momentum: SGD/LARS momentum.
+        lars_eta: LARS trust coefficient (solo-learn's CIFAR configs: 0.02; the official
+            VICReg and Barlow Twins: 0.001).
+        lars_clip_lr: Cap LARS's trust ratio at the learning rate, as solo-learn's
+            ``clip_lr`` does (its CIFAR configs turn it on); see :class:`sslbench.optim.LARS`.
         warmup_epochs: Linear warmup length, then a cosine decay.
         final_lr_ratio: Learning rate at the end as a fraction of the peak.
         probe_images: Size of the fixed, un-augmented probe batch on which RankMe and
@@ -92,6 +96,8 @@ class TrainConfig:
     lr: float = 0.05
     weight_decay: float = 1e-4
     momentum: float = 0.9
+    lars_eta: float = 0.02
+    lars_clip_lr: bool = False
     warmup_epochs: float = 0.0
     final_lr_ratio: float = 0.0
     probe_images: int = 512

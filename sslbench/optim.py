@@ -12,10 +12,20 @@ from sslbench.method import TrainConfig
 
 
 class LARS(torch.optim.Optimizer):
-    """Layer-wise Adaptive Rate Scaling (You et al. 2017), SGD-momentum based.
+    """Layer-wise Adaptive Rate Scaling (You, Gitman & Ginsburg 2017, arXiv:1708.03888), SGD-momentum based.
 
-    Parameter groups flagged ``lars_exclude`` (biases, norms) skip both the trust
-    ratio and the weight decay, as in BYOL/VICReg/Barlow Twins.
+    For each adapted tensor ``p`` with gradient ``g``: ``d = g + wd * p``, trust
+    ratio ``q = eta * ||p|| / ||d||`` (1 when either norm is 0), momentum buffer
+    ``m = mu * m + q * d`` and ``p -= lr * m``. With ``clip_lr`` the trust ratio
+    becomes ``min(q / lr, 1)``, as solo-learn's LARS does (``solo/utils/lars.py``,
+    ``clip_lr``): the per-tensor step size is then ``min(eta ||p|| / ||d||, lr)``
+    rather than ``lr * eta ||p|| / ||d||``, i.e. ``1/lr`` times larger wherever
+    the trust ratio is below the learning rate. Parameter groups flagged
+    ``lars_exclude`` (biases, norms) skip both the trust ratio and the weight
+    decay, as in BYOL/VICReg/Barlow Twins (solo-learn's ``exclude_bias_n_norm``).
+    Unlike solo-learn, whose denominator is ``||g|| + wd ||p|| + 1e-8`` (You et
+    al., Eq. 6), this one is ``||g + wd p||``, as in the official VICReg and Barlow
+    Twins LARS; see docs/reference/optimisers.md.
 
     Args:
         params: Parameters or groups.
@@ -23,10 +33,20 @@ class LARS(torch.optim.Optimizer):
         momentum: Momentum.
         weight_decay: L2 weight decay, added to the gradient before the trust ratio.
         eta: Trust coefficient.
+        clip_lr: Cap the trust ratio at ``lr`` (solo-learn's ``clip_lr``).
     """
 
-    def __init__(self, params: Any, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.02) -> None:
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False))
+    def __init__(
+        self,
+        params: Any,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        eta: float = 0.02,
+        clip_lr: bool = False,
+    ) -> None:
+        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta, "clip_lr": clip_lr}
+        super().__init__(params, {**defaults, "lars_exclude": False})
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # noqa: D102
@@ -38,7 +58,10 @@ class LARS(torch.optim.Optimizer):
                 if not g["lars_exclude"]:
                     d = d.add(p, alpha=g["weight_decay"])
                     pn, dn = torch.norm(p), torch.norm(d)
-                    q = torch.where((pn > 0) & (dn > 0), g["eta"] * pn / dn, torch.ones_like(pn))
+                    trust = g["eta"] * pn / dn
+                    if g["clip_lr"]:
+                        trust = torch.clamp(trust / g["lr"], max=1.0)
+                    q = torch.where((pn > 0) & (dn > 0), trust, torch.ones_like(pn))
                     d = d.mul(q)
                 buf = self.state[p].get("mu")
                 if buf is None:
@@ -59,6 +82,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
     Biases and 1-D (norm) parameters get no weight decay and, for LARS, no
     adaptation. Groups with ``fixed_lr`` keep the peak lr (SimSiam's predictor).
+    LARS takes its trust coefficient and clipping from ``cfg.lars_eta`` and
+    ``cfg.lars_clip_lr``.
     """
     peak = cfg.lr * cfg.batch_size / 256
     groups = []
@@ -80,7 +105,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     if cfg.optimizer == "sgd":
         return _sgd(groups, peak, cfg.momentum)
     if cfg.optimizer == "lars":
-        return LARS(groups, lr=peak, momentum=cfg.momentum)
+        return LARS(groups, lr=peak, momentum=cfg.momentum, eta=cfg.lars_eta, clip_lr=cfg.lars_clip_lr)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=peak)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
