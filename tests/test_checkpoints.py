@@ -672,8 +672,8 @@ def test_encoder_features_with_an_input_spec(tmp_path, source):
     fs = encoder_features(model, data, "cpu", tmp_path / "enc.pt", spec)
     with torch.no_grad():
         want = model(spec.resolve(1, data.mean, data.std)(data.train_images)).numpy()
-    assert fs.train_x.shape == (4, 512)
-    np.testing.assert_allclose(fs.train_x, want, rtol=1e-5, atol=1e-5)  # channels_last on the CPU: same math
+    assert fs.train.x.shape == (4, 512)
+    np.testing.assert_allclose(fs.train.x, want, rtol=1e-5, atol=1e-5)  # channels_last on the CPU: same math
 
 
 def test_flatten_marks_non_string_keys():
