@@ -74,8 +74,7 @@ BYOL = Method(
     views=(ViewConfig(blur_p=1.0), ViewConfig(blur_p=0.1, solarize_p=0.2)),
     presets={
         "smoke": {"train": {"batch_size": 128, "warmup_epochs": 0}, "heads": {"proj_hidden": 128, "proj_dim": 64, "pred_hidden": 128}},
-        # quick: batch 64 for 3 epochs, 1.5x the steps of batch 128 x 4 epochs on 3/4 of the images: kNN 86.84
-        # mean over seeds 0-2 against 86.66, in 3.8 min against 5.7 (docs/results/quick/tuning.md)
+        # quick: batch 64 for 3 epochs, more steps in less time (docs/results/quick/tuning.md)
         "quick": {"train": {"batch_size": 64, "epochs": 3, "warmup_epochs": 0.5}, "heads": {"proj_hidden": 1024, "proj_dim": 256, "pred_hidden": 1024}},
         "standard": {"train": {"batch_size": 256, "warmup_epochs": 2}},
         "cifar10": {"train": {"batch_size": 256, "lr": 1.0, "weight_decay": 1e-5, "warmup_epochs": 10}},

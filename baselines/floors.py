@@ -1,8 +1,8 @@
 """Reference encoders: the floors every SSL method must beat.
 
 - ``random_init``: the preset's backbone, untrained, initialised with the run's seed.
-  A random ConvNet is a strong floor (86.7% linear on Fashion-MNIST at full
-  width, REFERENCE.md), so it must use the same backbone as the methods.
+  A random ConvNet is a strong floor (docs/reference/protocols.md: 86.7% linear on
+  Fashion-MNIST at full width), so it must use the same backbone as the methods.
 - ``raw_pixels``: the normalised pixels, flattened: ``(N, C*H*W)``.
 """
 

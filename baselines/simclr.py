@@ -39,8 +39,8 @@ SIMCLR = Method(
     train=TrainConfig(optimizer="lars", lr=0.4, weight_decay=1e-5, warmup_epochs=1),
     presets={
         "smoke": {"train": {"batch_size": 128, "warmup_epochs": 0}, "heads": {"proj_hidden": 128, "proj_dim": 64}},
-        # quick: batch 128 (twice the steps in the same 4 epochs) at peak lr 0.4 (0.8 * 128 / 256), near
-        # the paper's square-root rule for small batches (0.075 * sqrt(128) = 0.85, appendix B.1)
+        # quick: batch 128 for more steps, peak lr 0.4 (0.8 * 128 / 256): 0.47x the paper's square-root rule
+        # 0.075 * sqrt(128) = 0.85 (appendix B.1); docs/results/quick/tuning.md
         "quick": {"train": {"batch_size": 128, "lr": 0.8, "warmup_epochs": 0.5}, "heads": {"proj_hidden": 1024, "proj_dim": 128}},
         "standard": {"train": {"batch_size": 256, "warmup_epochs": 2}},
         "cifar10": {"train": {"batch_size": 256, "warmup_epochs": 10}},

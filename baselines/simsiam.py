@@ -60,8 +60,7 @@ SIMSIAM = Method(
     train=TrainConfig(optimizer="sgd", lr=0.05, weight_decay=1e-4, momentum=0.9),
     presets={
         "smoke": {"train": {"batch_size": 128, "lr": 0.1}, "heads": {"proj_hidden": 128, "proj_dim": 128, "pred_hidden": 32}},
-        # quick: batch 32 at the same per-step lr 0.1 (0.8 * 32 / 256): 8x the steps of batch 256, +2.3 kNN
-        # points over it; 64 and 16 were worse (docs/results/quick/tuning.md)
+        # quick: batch 32 at a per-step lr of 0.1, for more steps (docs/results/quick/tuning.md)
         "quick": {"train": {"batch_size": 32, "lr": 0.8, "weight_decay": 5e-4}, "heads": {"proj_hidden": 1024, "proj_dim": 1024, "pred_hidden": 256}},
         "standard": {"train": {"batch_size": 256, "lr": 0.06, "weight_decay": 5e-4}},
         "cifar10": {"train": {"batch_size": 512, "lr": 0.03, "weight_decay": 5e-4}},

@@ -42,7 +42,7 @@ VICREG = Method(
     train=TrainConfig(optimizer="lars", lr=0.3, weight_decay=1e-6, warmup_epochs=1),
     presets={
         "smoke": {"train": {"batch_size": 128, "warmup_epochs": 0}, "heads": {"proj_hidden": 128, "proj_dim": 128}},
-        # quick: proj_dim <= batch, so the off-diagonal penalty can reach 0 (vicreg_mod lost 5 linear points at 1024)
+        # quick: proj_dim <= batch, so the off-diagonal penalty can reach 0 (docs/results/quick/tuning.md)
         "quick": {"train": {"batch_size": 256, "warmup_epochs": 0.5}, "heads": {"proj_hidden": 1024, "proj_dim": 256}},
         "standard": {"train": {"batch_size": 256, "warmup_epochs": 2}},
         "cifar10": {"train": {"batch_size": 256, "lr": 0.3, "weight_decay": 1e-4, "warmup_epochs": 10}},

@@ -34,8 +34,7 @@ class Preset:
 
 
 SMOKE = Preset("smoke", "digits (8x8), ConvNet width 8, 3 epochs: seconds; used by tests and CI", "digits", "convnet", 8, 3)
-# quick: crops of 60-100% of a 28 px image, not ImageNet's 20-100% (40-100% raised kNN 0.2-1.7 points at 4 epochs,
-# 60-100% VICReg's another 0.6: docs/results/quick/tuning.md)
+# quick: crops of 60-100% of a 28 px image, not ImageNet's 20-100% (docs/results/quick/tuning.md)
 QUICK = Preset(
     "quick", "Fashion-MNIST, ConvNet 32-64-128-256, 4 epochs (BYOL 3), crops of 60-100%: 4-6.5 min per method on 2 CPU cores",
     "fashion-mnist", "convnet", 32, 4, "digits", views={"crop_scale": (0.6, 1.0)},

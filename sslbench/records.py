@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from sslbench import json_fields
 from sslbench.errors import SslbenchError
 
 SCHEMA_VERSION = 1
@@ -96,25 +97,25 @@ class ProtocolInfo:
         Raises:
             SslbenchError: naming ``where`` for a block of the wrong shape.
         """
-        doc = _object(doc, f"{where}: 'protocol'")
-        name = _str(doc.get("name"), f"{where}: protocol 'name'")
+        doc = json_fields.as_object(doc, f"{where}: 'protocol'")
+        name = json_fields.as_str(doc.get("name"), f"{where}: protocol 'name'")
         fallback = _registered_meta(name)
-        directions = _str_map(doc.get("directions", fallback.directions if fallback else {}), f"{where}: directions")
+        directions = json_fields.as_str_map(doc.get("directions", fallback.directions if fallback else {}), f"{where}: directions")
         main = doc.get("main_metric", fallback.main if fallback else None)
         meta = MetricMeta(
             directions=directions,
-            main=_str(main, f"{where}: protocol 'main_metric'") if main is not None else "",
-            labels={k: tuple(v) for k, v in _label_map(
+            main=json_fields.as_str(main, f"{where}: protocol 'main_metric'") if main is not None else "",
+            labels={k: tuple(v) for k, v in json_fields.as_label_map(
                 doc["labels"] if "labels" in doc else (fallback.labels if fallback else {}), where).items()},
-            tolerances=_str_map(doc.get("tolerances", fallback.tolerances if fallback else {}), f"{where}: tolerances"),
+            tolerances=json_fields.as_str_map(doc.get("tolerances", fallback.tolerances if fallback else {}), f"{where}: tolerances"),
             readings=tuple(doc.get("readings", fallback.readings if fallback else ())),
-            plots=_str_map(doc.get("plots", fallback.plots if fallback else {}), f"{where}: plots"),
+            plots=json_fields.as_str_map(doc.get("plots", fallback.plots if fallback else {}), f"{where}: plots"),
         )
         requires = doc.get("requires")
         if requires is None:  # records older than the requirement list: the registered class's
             requires = _registered_requires(name)
         params = doc.get("params", {})
-        return cls(name, str(doc.get("version", "0")), _object(params, f"{where}: protocol 'params'"),
+        return cls(name, str(doc.get("version", "0")), json_fields.as_object(params, f"{where}: protocol 'params'"),
                    tuple(sorted(requires)), meta)
 
 
@@ -153,11 +154,11 @@ class DatasetInfo:
         Raises:
             SslbenchError: for a block of the wrong shape.
         """
-        doc = _object(doc, f"{where}: 'dataset'")
-        return cls(_str(doc.get("name", ""), f"{where}: dataset name"),
-                   _str(doc.get("fingerprint", ""), f"{where}: dataset fingerprint"), str(doc.get("source", "")),
-                   _int(doc.get("n_train", 0), f"{where}: n_train"), _int(doc.get("n_test", 0), f"{where}: n_test"),
-                   _int(doc["n_transfer"], f"{where}: n_transfer") if doc.get("n_transfer") is not None else None)
+        doc = json_fields.as_object(doc, f"{where}: 'dataset'")
+        return cls(json_fields.as_str(doc.get("name", ""), f"{where}: dataset name"),
+                   json_fields.as_str(doc.get("fingerprint", ""), f"{where}: dataset fingerprint"), str(doc.get("source", "")),
+                   json_fields.as_int(doc.get("n_train", 0), f"{where}: n_train"), json_fields.as_int(doc.get("n_test", 0), f"{where}: n_test"),
+                   json_fields.as_int(doc["n_transfer"], f"{where}: n_transfer") if doc.get("n_transfer") is not None else None)
 
 
 @dataclass(frozen=True)
@@ -187,11 +188,11 @@ class TrainOutcome:
     @classmethod
     def from_json(cls, doc: Any, where: str) -> TrainOutcome:
         """Read a ``train`` block (a missing status reads ``finished``, as early records had none)."""
-        doc = _object(doc, f"{where}: 'train'")
+        doc = json_fields.as_object(doc, f"{where}: 'train'")
         epochs, step = doc.get("epochs"), doc.get("step")
-        return cls(_str(doc.get("status", "finished"), f"{where}: train status"),
-                   _int(epochs, f"{where}: train epochs") if epochs is not None else None,
-                   _int(step, f"{where}: train step") if step is not None else None, str(doc.get("message", "")))
+        return cls(json_fields.as_str(doc.get("status", "finished"), f"{where}: train status"),
+                   json_fields.as_int(epochs, f"{where}: train epochs") if epochs is not None else None,
+                   json_fields.as_int(step, f"{where}: train step") if step is not None else None, str(doc.get("message", "")))
 
 
 @dataclass(frozen=True)
@@ -218,10 +219,10 @@ class Timings:
     @classmethod
     def from_json(cls, doc: Any, where: str) -> Timings:
         """Read a ``timings`` block (absent fields read 0)."""
-        doc = _object(doc, f"{where}: 'timings'")
-        return cls(_float(doc.get("train_s", 0.0), f"{where}: train_s"),
-                   _float(doc.get("features_s", 0.0), f"{where}: features_s"),
-                   bool(doc.get("features_cache_hit", False)), _float(doc.get("protocol_s", 0.0), f"{where}: protocol_s"))
+        doc = json_fields.as_object(doc, f"{where}: 'timings'")
+        return cls(json_fields.as_float(doc.get("train_s", 0.0), f"{where}: train_s"),
+                   json_fields.as_float(doc.get("features_s", 0.0), f"{where}: features_s"),
+                   bool(doc.get("features_cache_hit", False)), json_fields.as_float(doc.get("protocol_s", 0.0), f"{where}: protocol_s"))
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,7 @@ class ResultRecord:
             SslbenchError: one line naming ``where`` for an unknown schema version or
                 a document of the wrong shape.
         """
-        doc = _object(doc, f"{where}: a result")
+        doc = json_fields.as_object(doc, f"{where}: a result")
         version = doc.get("schema_version")
         if version != SCHEMA_VERSION:
             raise SslbenchError(f"{where}: unknown result schema_version {version!r} "
@@ -314,65 +315,16 @@ class ResultRecord:
             if key not in doc:
                 raise SslbenchError(f"{where}: not a result record (no {key!r})")
         run = RunHeader(
-            method=_str(doc["method"], f"{where}: 'method'"), base=doc.get("base"),
-            encoder_kind=_str(doc.get("encoder_kind", "trained"), f"{where}: 'encoder_kind'"),
-            loss_changes=_object(doc.get("loss_changes") or {}, f"{where}: 'loss_changes'"),
-            seed=_int(doc["seed"], f"{where}: 'seed'"), config=_object(doc.get("config") or {}, f"{where}: 'config'"),
-            run_config=_object(doc.get("run_config") or {}, f"{where}: 'run_config'"),
+            method=json_fields.as_str(doc["method"], f"{where}: 'method'"), base=doc.get("base"),
+            encoder_kind=json_fields.as_str(doc.get("encoder_kind", "trained"), f"{where}: 'encoder_kind'"),
+            loss_changes=json_fields.as_object(doc.get("loss_changes") or {}, f"{where}: 'loss_changes'"),
+            seed=json_fields.as_int(doc["seed"], f"{where}: 'seed'"), config=json_fields.as_object(doc.get("config") or {}, f"{where}: 'config'"),
+            run_config=json_fields.as_object(doc.get("run_config") or {}, f"{where}: 'run_config'"),
             dataset=DatasetInfo.from_json(doc["dataset"], where), train=TrainOutcome.from_json(doc.get("train", {}), where),
-            versions=_object(doc.get("versions") or {}, f"{where}: 'versions'"),
+            versions=json_fields.as_object(doc.get("versions") or {}, f"{where}: 'versions'"),
         )
-        return cls(run, ProtocolInfo.from_json(doc["protocol"], where), _metrics(doc["metrics"], where),
+        return cls(run, ProtocolInfo.from_json(doc["protocol"], where), json_fields.as_metrics(doc["metrics"], where),
                    doc.get("encoder_hash"), Timings.from_json(doc.get("timings", {}), where), doc.get("artifacts"))
-
-
-# ----------------------------------------------------------------------------- shape checks
-
-
-def _object(v: Any, what: str) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise SslbenchError(f"{what} must be a JSON object, got {type(v).__name__}")
-    return v
-
-
-def _str(v: Any, what: str) -> str:
-    if not isinstance(v, str):
-        raise SslbenchError(f"{what} must be a string, got {v!r}")
-    return v
-
-
-def _int(v: Any, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise SslbenchError(f"{what} must be an integer, got {v!r}")
-    return v
-
-
-def _float(v: Any, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise SslbenchError(f"{what} must be a number, got {v!r}")
-    return float(v)
-
-
-def _str_map(v: Any, what: str) -> dict[str, str]:
-    v = _object(dict(v) if isinstance(v, Mapping) else v, what)
-    return {str(k): str(x) for k, x in v.items()}
-
-
-def _label_map(v: Any, where: str) -> dict[str, list[str]]:
-    v = _object(dict(v) if isinstance(v, Mapping) else v, f"{where}: labels")
-    if not all(isinstance(x, list | tuple) and all(isinstance(s, str) for s in x) for x in v.values()):
-        raise SslbenchError(f"{where}: protocol 'labels' must map metrics to lists of strings")
-    return {str(k): list(x) for k, x in v.items()}
-
-
-def _metrics(v: Any, where: str) -> dict[str, Metric]:
-    v = _object(v, f"{where}: 'metrics'")
-    out: dict[str, Metric] = {}
-    for k, x in v.items():
-        if isinstance(x, bool) or not isinstance(x, int | float | str | None):
-            raise SslbenchError(f"{where}: metric {k!r} must be a number or a string, got {type(x).__name__}")
-        out[k] = float("nan") if x is None else (float(x) if isinstance(x, int | float) else x)
-    return out
 
 
 @lru_cache(maxsize=64)

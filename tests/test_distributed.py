@@ -85,7 +85,7 @@ CASES: dict[str, tuple[str, Callable[[dict[str, torch.Tensor], bool], torch.Tens
     "nt_xent_t0.1": ("mean", lambda t, g: nt_xent_loss(t["za"], t["zb"], 0.1, gather=g)),
 }
 
-# negative controls: the same losses on a naive gather (the bug REFERENCE.md names)
+# negative controls: the same losses on a naive gather (the bug docs/reference/distributed.md names)
 CONTROLS: dict[str, Callable[[dict[str, torch.Tensor], bool], torch.Tensor]] = {
     "vicreg": lambda t, g: vicreg_loss(_naive(t["za"], g), _naive(t["zb"], g)),
     "barlow_twins": lambda t, g: barlow_twins_loss(_naive(t["za"], g), _naive(t["zb"], g)),

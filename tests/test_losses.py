@@ -1,4 +1,4 @@
-"""Losses against REFERENCE.md's golden values and independent formulas."""
+"""Losses against hand-checkable golden values (docs/reference/losses.md) and independent formulas."""
 
 import numpy as np
 import pytest

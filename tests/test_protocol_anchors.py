@@ -1,4 +1,4 @@
-"""Protocols on raw Fashion-MNIST pixels reproduce REFERENCE.md's anchor numbers (slow).
+"""Protocols on raw Fashion-MNIST pixels reproduce the anchor numbers of docs/reference/protocols.md (slow).
 
 Anchors: weighted cosine kNN k=20 T=0.07 84.6% (k=1 85.8%), logistic regression
 84.7%. Measured here: kNN 84.59% / 85.76%, linear 84.70% (about 25 s on 2 quiet cores).

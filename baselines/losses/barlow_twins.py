@@ -10,14 +10,10 @@ implementations; solo-learn and VISSL multiply the loss by ``scale_loss``
 
 Distributed contract: the per-dimension mean/var of the batch norm and ``C``
 are global batch statistics. With ``gather=True`` the entry points
-(:func:`barlow_twins_terms`, :func:`barlow_twins_loss`) first gather both views
-from all ranks with :func:`sslbench.distributed.gather_with_grad` (backward:
-gradients summed across ranks, this rank's rows) and compute the loss on the
-global batch: every rank returns the same value, the 1-process loss on the
-global batch, and rank ``r``'s inputs receive ``world_size * dL/dz_r``, which
-DistributedDataParallel's gradient average turns into the 1-process gradient.
-A raw ``all_reduce`` on ``C`` instead gets the gradient 1/world_size too small.
-``gather=False`` (the default) or no process group: the pure local loss.
+(:func:`barlow_twins_terms`, :func:`barlow_twins_loss`) gather both views from
+all ranks and compute the 1-process loss on the global batch on every rank (the
+gradient convention is in :mod:`sslbench.distributed`). ``gather=False`` (the
+default) or no process group: the pure local loss.
 """
 
 from __future__ import annotations

@@ -7,20 +7,15 @@ averaged over all 2N anchors. tau = 0.5 by default (lightly), 0.1-0.2 typical
 for CIFAR.
 
 Distributed contract: negatives are global. With ``gather=True`` both views are
-gathered from all ranks with :func:`sslbench.distributed.gather_with_grad`
-(backward: gradients summed across ranks, this rank's rows) and each rank
-scores only its own ``2 n_r`` anchors against all ``2 M`` candidates
-(``M = sum_r n_r``), with the positive and self indices offset by this rank's
-first global row (``rank * n`` for equal local batches; the offset is only
-right when negatives are gathered). Rank ``r``'s loss is the sum of its
-anchors' cross-entropies divided by ``2 M / world_size``: with equal local
-batches that is the mean over its own anchors, and in every case the mean over
-ranks of the rank losses is the 1-process loss on the global batch, and rank
-``r``'s inputs receive ``sum_s dL_s/dz_r = world_size * dL/dz_r``, which
-DistributedDataParallel's gradient average turns into the 1-process gradient.
-So unlike the gathered VICReg / Barlow Twins losses, the value differs per rank
-(a rank logs the loss of its own anchors). ``gather=False`` (the default) or no
-process group: the pure local loss.
+gathered from all ranks and each rank scores only its own ``2 n_r`` anchors
+against all ``2 M`` candidates (``M = sum_r n_r``), with the positive and self
+indices offset by this rank's first global row (the offset is only right when
+negatives are gathered). Rank ``r``'s loss is the sum of its anchors'
+cross-entropies divided by ``2 M / world_size``, so the mean over ranks of the
+rank losses is the 1-process loss on the global batch (the gradient convention
+is in :mod:`sslbench.distributed`); unlike the gathered VICReg / Barlow Twins
+losses, the value differs per rank. ``gather=False`` (the default) or no process
+group: the pure local loss.
 """
 
 from __future__ import annotations

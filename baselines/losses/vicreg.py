@@ -13,14 +13,10 @@ with the official code's conventions (facebookresearch/vicreg):
 Distributed contract: ``var`` and ``cov`` (and ``cov_mode="correlation"``) are
 batch statistics and must be computed on the global batch; ``inv`` is
 per-sample. With ``gather=True`` the entry points (:func:`vicreg_terms`,
-:func:`vicreg_loss`) gather both branches from all ranks with
-:func:`sslbench.distributed.gather_with_grad` (backward: gradients summed
-across ranks, this rank's rows) and compute every term on the global batch:
-each rank returns the same value, the 1-process loss on the global batch, and
-rank ``r``'s inputs receive ``world_size * dL/dz_r``, which
-DistributedDataParallel's gradient average turns into the 1-process gradient.
-``gather=False`` (the default) or no process group: the pure local loss. The
-term functions themselves never communicate.
+:func:`vicreg_loss`) gather both branches from all ranks and compute every term
+on the global batch, the same value on every rank (the gradient convention is
+in :mod:`sslbench.distributed`). ``gather=False`` (the default) or no process
+group: the pure local loss. The term functions themselves never communicate.
 """
 
 from __future__ import annotations
