@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Any
 
 from sslbench import json_fields
+from sslbench.json_fields import Metric
 from sslbench.errors import SslbenchError
 
 SCHEMA_VERSION = 1
@@ -33,7 +34,6 @@ TRAIN_STATUSES = ("finished", "collapsed", "diverged")
 #: Statuses of encoders that are not pretrained here; they rank with ``finished``.
 UNTRAINED_STATUSES = ("not_trained", "external")
 
-Metric = float | str
 
 
 @dataclass(frozen=True)
