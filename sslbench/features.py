@@ -9,9 +9,11 @@ complete or absent.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import sys
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -30,8 +32,10 @@ from sslbench.types import FeatureSet, ImageData, PositivePairs, Split
 
 #: Positive pairs extracted for the alignment reading of the collapse suite.
 DEFAULT_PAIRS = 2048
-#: Marker file written last into a cache entry.
+#: Marker file written last into a cache entry, with the digest of every array.
 COMPLETE = "complete.json"
+#: Version of that marker (1 listed names only; entries of version 1 are recomputed once).
+CACHE_VERSION = 2
 
 
 def encoder_hash(encoder: nn.Module | None) -> str:
@@ -186,8 +190,20 @@ def _extract_all(encoder: nn.Module | None, data: ImageData, extras: Extras, dev
     return arrays
 
 
+def _digest(arr: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and bytes (what a cache entry is checked against)."""
+    a = np.ascontiguousarray(arr)
+    h = hashlib.sha256(f"{a.dtype.str}|{a.shape}".encode())
+    h.update(a.reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
 def _write_entry(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write a cache entry as ``<path>/<name>.npy`` via a temporary sibling directory and a rename."""
+    """Write a cache entry as ``<path>/<name>.npy`` via a temporary sibling directory and a rename.
+
+    ``complete.json`` is written last and holds each array's :func:`_digest`, which
+    :func:`_read_entry` checks.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent))  # see remove_stale_temp_files
     try:
@@ -197,7 +213,7 @@ def _write_entry(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 f.flush()
                 os.fsync(f.fileno())
         with open(tmp / COMPLETE, "w") as f:
-            json.dump(sorted(arrays), f)
+            json.dump({"version": CACHE_VERSION, "arrays": {n: _digest(a) for n, a in sorted(arrays.items())}}, f)
             f.flush()
             os.fsync(f.fileno())
         if path.exists():  # a damaged entry: replace it
@@ -208,13 +224,32 @@ def _write_entry(path: Path, arrays: dict[str, np.ndarray]) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _read_entry(path: Path) -> dict[str, np.ndarray] | None:
-    """The arrays of a complete cache entry, memory-mapped; ``None`` if absent or damaged."""
-    try:
-        names = json.loads((path / COMPLETE).read_text())
-        return {n: np.load(path / f"{n}.npy", mmap_mode="r", allow_pickle=False) for n in names}
-    except (OSError, ValueError, json.JSONDecodeError):
+def _read_entry(path: Path, label: str) -> dict[str, np.ndarray] | None:
+    """The arrays of a complete, intact cache entry, memory-mapped; ``None`` if absent or damaged.
+
+    A damaged entry (a manifest of the wrong shape, a missing, unreadable or changed
+    array) is reported in one line and recomputed by the caller.
+    """
+    if not (path / COMPLETE).exists():
         return None
+    try:
+        manifest = json.loads((path / COMPLETE).read_bytes().decode("utf-8"))
+        digests = manifest["arrays"] if isinstance(manifest, dict) and manifest.get("version") == CACHE_VERSION else None
+        if not isinstance(digests, dict) or not digests:
+            raise ValueError("its manifest is not one of this version")
+        arrays = {n: np.load(path / f"{n}.npy", mmap_mode="r", allow_pickle=False) for n in digests}
+        changed = [n for n, a in arrays.items() if _digest(a) != digests[n]]
+        if changed:
+            raise ValueError(f"{', '.join(changed)} changed on disk")
+    except (OSError, ValueError, TypeError, UnicodeDecodeError) as e:
+        _notice(f"{label}: cached features in {path} are damaged ({' '.join(str(e).split())[:120]}); recomputing")
+        return None
+    return arrays
+
+
+def _notice(msg: str) -> None:
+    if dist.is_main():
+        print(msg, file=sys.stderr, flush=True)
 
 
 def cached_features(
@@ -245,7 +280,7 @@ def cached_features(
         enc = hashlib.sha256(f"{enc}|{encoder_hash(extras.projector)}".encode()).hexdigest()
     key = hashlib.sha256(f"{enc}|{data.fingerprint}|{extras.recipe()}".encode()).hexdigest()[:32]
     path = cache_dir / key
-    arrays = _read_entry(path)
+    arrays = _read_entry(path, run or key)
     hit = arrays is not None
     if arrays is None:
         arrays = _extract_all(encoder, data, extras, device)
@@ -253,7 +288,7 @@ def cached_features(
             try:
                 _write_entry(path, arrays)
             except OSError as e:
-                raise output_error(path, e) from e  # OutputError: stops the sweep
+                raise output_error(path, _as_disk_full(e, path)) from e  # OutputError: stops the sweep
     return _from_entry(arrays, data.train_labels.numpy(), data.test_labels.numpy(), run), enc, hit
 
 
@@ -277,3 +312,11 @@ def _from_entry(arrays: dict[str, np.ndarray], train_y: np.ndarray, test_y: np.n
         test=Split(arrays["test_x"], test_y, arrays.get("test_z")),
         transfer=transfer, pairs=pairs, run=run,
     )
+
+
+def _as_disk_full(e: OSError, path: Path) -> OSError:
+    """numpy reports a short write on a full disk as ``OSError("N requested and M written")`` with
+    no errno; name it as the full disk it is."""
+    if e.errno is None and "requested and" in str(e):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return e

@@ -7,12 +7,13 @@ import torch
 from torch import nn
 
 from sslbench.augment import TwoViews
-from sslbench.method import ViewConfig
 from sslbench.backbones import build_backbone
 from sslbench.data import load_dataset
 from sslbench.data.transfer import match_images, transfer_set
+from sslbench.errors import SslbenchError
 from sslbench.features import COMPLETE, Extras, cached_features, extract
 from sslbench.heads import mlp
+from sslbench.method import ViewConfig
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +87,39 @@ def test_match_images_converts_channels_and_size():
     gray = match_images(rgb, 1, 16)
     assert gray.shape == (2, 1, 16, 16) and gray.dtype == torch.uint8 and int(gray.unique()) == 60
     assert match_images(gray, 3, 16).shape == (2, 3, 16, 16)
+
+
+def test_a_same_size_bit_flip_in_a_cached_array_is_caught_and_recomputed(digits, tmp_path, capsys):
+    backbone, _ = _encoder(digits)
+    fs, _, _ = cached_features(backbone, digits, tmp_path, run="r")
+    (entry,) = list(tmp_path.iterdir())
+    raw = bytearray((entry / "train_x.npy").read_bytes())
+    raw[-7] ^= 0x40  # one bit of one feature, file size unchanged
+    (entry / "train_x.npy").write_bytes(bytes(raw))
+    again, _, hit = cached_features(backbone, digits, tmp_path, run="r")
+    assert not hit and "r: cached features in" in capsys.readouterr().err
+    np.testing.assert_array_equal(fs.train.x, again.train.x)
+    third, _, hit = cached_features(backbone, digits, tmp_path, run="r")
+    assert hit  # healed: the rewritten entry is trusted again
+
+
+@pytest.mark.parametrize("manifest", ["5", "[]", '["train_x", "test_x"]', '{"version": 2, "arrays": 7}', "\xff"])
+def test_a_malformed_cache_manifest_is_recomputed_not_a_traceback(digits, tmp_path, manifest, capsys):
+    backbone, _ = _encoder(digits)
+    fs, _, _ = cached_features(backbone, digits, tmp_path)
+    (entry,) = list(tmp_path.iterdir())
+    (entry / COMPLETE).write_bytes(manifest.encode("latin-1"))
+    again, _, hit = cached_features(backbone, digits, tmp_path)
+    assert not hit and "damaged" in capsys.readouterr().err
+    np.testing.assert_array_equal(fs.test.x, again.test.x)
+
+
+def test_a_short_write_of_the_cache_reads_as_a_full_disk(digits, tmp_path, monkeypatch):
+    backbone, _ = _encoder(digits)
+
+    def short_write(*args, **kwargs):
+        raise OSError("46080 requested and 32736 written")
+
+    monkeypatch.setattr(np, "save", short_write)
+    with pytest.raises(SslbenchError, match="No space left on device; free some space"):
+        cached_features(backbone, digits, tmp_path)
