@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import sslbench.io as sio
+from sslbench.cli import main
 from sslbench.errors import SslbenchError
 from sslbench.io import (
     OutputError,
@@ -106,7 +107,7 @@ def test_the_sweep_recognises_the_temp_files_sslbench_really_leaves(tmp_path):
             "tempfile.mkdtemp(prefix='.entry.', suffix=TMP_SUFFIX, dir=d); "  # as features._write_entry names it
             "atomic_write_bytes(sys.argv[1], b'{}')")
     proc = subprocess.run([sys.executable, "-c", code, str(target), str(tmp_path)], env={**os.environ, "PYTHONPATH": str(ROOT),
-                          "SSLBENCH_FAULT": "before_rename:knn.json"}, capture_output=True, timeout=60)
+                          "SSLBENCH_FAULT": "before_rename:knn.json"}, capture_output=True, timeout=60, check=False)
     assert proc.returncode == -signal.SIGKILL
     left = sorted(p.name for p in tmp_path.rglob("*.tmp"))
     assert len(left) == 2 and all(sio.TEMP_NAME.fullmatch(n) for n in left)
@@ -124,6 +125,20 @@ def test_every_temp_name_sslbench_makes_carries_the_marker():
                 if not (isinstance(suffix, ast.Name) and suffix.id == "TMP_SUFFIX"):
                     bad.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert bad == []
+
+
+def test_empty_out_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".my.notes.tmp").write_text("keep")
+    for argv in (["run", "--preset", "smoke", "--out", ""], ["eval", "--features", "f.npz", "--out", " "]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "argument --out: must not be empty" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "c.toml").write_text("[run]\nout = ''\n")
+    assert main(["run", "--config", str(tmp_path / "c.toml")]) == 2
+    assert "c.toml [run]: 'out' must not be empty" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".my.notes.tmp", "c.toml"]
 
 
 def _writes(path: Path):
