@@ -28,10 +28,19 @@ seeds that disagree are joined with ``/`` and the worst one counts. A change
 of a label with no known order is a REGRESSION too.
 
 A metric present on one side only is **missing** and fails: a diverged run
-(no metrics) or a protocol the baseline lacks never passes silently. Restrict
-what is compared with ``--metrics``.
+(no metrics) or a protocol the baseline lacks never passes silently. So is a
+metric whose value is NaN (or infinite) on either side, both sides included: a
+NaN compares as neither better nor worse, so it would otherwise always pass.
+(A ``leaderboard.json`` written by pandas stores NaN as ``null``, which reads as
+not measured; result records and an explicit ``NaN`` keep it.) Restrict what is
+compared with ``--metrics``.
 
-Exit codes at the CLI: 0 pass, 1 regression or missing, 2 unusable input.
+Every tolerance (``--abs-tol``, ``--ci-mult``, each ``--tol`` value) must be a
+finite number >= 0: a NaN allowance would pass any drop.
+
+Exit codes at the CLI: 0 pass, 1 regression or missing, 2 unusable input
+(an unreadable or malformed file, a bad tolerance), so CI can tell a broken
+baseline from a drop.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from typing import Any
 
 from sslbench import leaderboard
 from sslbench.errors import SslbenchError, did_you_mean
+from sslbench.io import read_json_object
 
 ABS_TOL = 0.01
 CI_MULT = 1.0
@@ -187,6 +197,8 @@ def _value(v: float | str | None, ci: float) -> str:
         return "-"
     if isinstance(v, str):
         return v
+    if not math.isfinite(v):
+        return str(v)  # nan, inf: shown, and the row is missing
     return _num(v) + (f" ± {ci:.4f}" if math.isfinite(ci) else "")
 
 
@@ -197,52 +209,158 @@ def _float(v: Any) -> float:
 # ---------------------------------------------------------------- reading inputs
 
 
+def _malformed(source: str, what: str) -> SslbenchError:
+    return SslbenchError(f"{source}: malformed input: {what}; regenerate it (`sslbench leaderboard DIR --write DIR`)")
+
+
+def _is_int(v: Any) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+
+
+def _check_leaderboard(doc: dict[str, Any], source: str) -> None:
+    """Refuse a leaderboard.json whose parts do not have the types :func:`summary_from_leaderboard` reads."""
+    rows, directions = doc.get("rows", []), doc.get("directions", {})
+    if not isinstance(rows, list):
+        raise _malformed(source, f"'rows' must be a list, got {type(rows).__name__}")
+    if not isinstance(directions, dict) or not all(d in ("higher", "lower") for d in directions.values()):
+        raise _malformed(source, "'directions' must map metrics to 'higher' or 'lower'")
+    for key, kind in (("settings", dict), ("fingerprints", list), ("main_metrics", list)):
+        if not isinstance(doc.get(key, kind()), kind):
+            raise _malformed(source, f"{key!r} must be a {kind.__name__}")
+    if not all(isinstance(v, dict) for v in doc.get("settings", {}).values()):
+        raise _malformed(source, "each of 'settings' must be an object")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise _malformed(source, f"row {i} is a {type(row).__name__}, not an object")
+        if not isinstance(row.get("method"), str) or not row["method"]:
+            raise _malformed(source, f"row {i} has no 'method' name")
+        n = row.get("n_seeds")
+        if n is not None and not (_is_int(n) and n >= 0):
+            raise _malformed(source, f"row {i} ({row['method']}): 'n_seeds' must be a count, got {n!r}")
+
+
 def summary_from_leaderboard(doc: dict[str, Any], source: str) -> Summary:
     """A :class:`Summary` of a leaderboard.json document (schema 2).
 
+    A directed metric is read when the row holds a number for it, NaN included
+    (which then compares as missing); ``null`` means not measured.
+
     Raises:
-        SslbenchError: for another schema version.
+        SslbenchError: for another schema version, or parts of the wrong type.
     """
     version = doc.get("schema_version")
     if version != leaderboard.SCHEMA_VERSION:
         hint = " (it has no metric directions; rebuild it with `sslbench leaderboard DIR --write DIR`)" if version == 1 else ""
         raise SslbenchError(f"{source}: leaderboard schema_version {version!r} is not "
                             f"{leaderboard.SCHEMA_VERSION}{hint}")
+    _check_leaderboard(doc, source)
     directions: dict[str, str] = doc.get("directions", {})
     entries: dict[tuple[str, str], Entry] = {}
     for row in doc.get("rows", []):
         m, n = row["method"], int(row.get("n_seeds") or 0)
         for col, d in directions.items():
-            v = _float(row.get(col))
-            if math.isfinite(v):
-                entries[(m, col)] = Entry(v, _float(row.get(f"{col}_ci95")), d, n)
+            v = row.get(col)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                entries[(m, col)] = Entry(float(v), _float(row.get(f"{col}_ci95")), d, n)
         for col in LABELS:
             if isinstance(row.get(col), str):
                 entries[(m, col)] = Entry(row[col], float("nan"), "label", n)
     return Summary(source, entries, doc.get("settings", {}), doc.get("fingerprints", []), doc.get("main_metrics", []))
 
 
+def check_result(doc: Any, source: str) -> dict[str, Any]:
+    """``doc`` when it is a result record with the parts the leaderboard reads, else an error.
+
+    Raises:
+        SslbenchError: naming ``source`` and the part that is missing or of the wrong type.
+    """
+    def bad(what: str) -> SslbenchError:
+        return SslbenchError(f"{source}: malformed result: {what}")
+
+    if not isinstance(doc, dict):
+        raise bad(f"a JSON {type(doc).__name__}, not an object")
+    if not isinstance(doc.get("method"), str) or not doc["method"]:
+        raise bad("no 'method' name")
+    if not _is_int(doc.get("seed")) or isinstance(doc.get("seed"), float):
+        raise bad(f"'seed' must be an integer, got {doc.get('seed')!r}")
+    proto, metrics, dataset = doc.get("protocol"), doc.get("metrics"), doc.get("dataset")
+    if not isinstance(proto, dict) or not isinstance(proto.get("name"), str) or not isinstance(proto.get("params", {}), dict):
+        raise bad("'protocol' must be an object with a 'name' and 'params'")
+    if "params" not in proto or "version" not in proto:
+        raise bad("'protocol' lacks 'params' or 'version'")
+    directions = proto.get("directions", {})
+    if not isinstance(directions, dict) or not all(d in ("higher", "lower") for d in directions.values()):
+        raise bad("'protocol.directions' must map metrics to 'higher' or 'lower'")
+    if not isinstance(proto.get("main_metric"), str | None) or not isinstance(proto.get("requires", []), list):
+        raise bad("'protocol.main_metric' must be a string and 'protocol.requires' a list")
+    if not isinstance(metrics, dict):
+        raise bad("'metrics' must be an object")
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("fingerprint"), str):
+        raise bad("'dataset' must be an object with a 'fingerprint'")
+    train, timings = doc.get("train", {}), doc.get("timings", {})
+    if not isinstance(train, dict) or not isinstance(train.get("status", ""), str):
+        raise bad("'train' must be an object with a string 'status'")
+    if not isinstance(timings, dict) or not isinstance(timings.get("train_s", 0.0), int | float):
+        raise bad("'timings' must be an object with a numeric 'train_s'")
+    return doc
+
+
+def _measured_nan(results: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """``(method, column) -> direction`` of the directed metrics some result reports as NaN or infinite."""
+    out = {}
+    for r in results:
+        for k, d in r["protocol"].get("directions", {}).items():
+            v = r["metrics"].get(k)
+            if isinstance(v, float) and not math.isfinite(v):
+                out[(r["method"], f"{r['protocol']['name']}.{k}")] = d
+    return out
+
+
 def summary_from_results(results: list[dict[str, Any]], source: str) -> Summary:
-    """A :class:`Summary` of result records (aggregated by :func:`sslbench.leaderboard.build`)."""
-    table, notes = leaderboard.build(results)
-    return summary_from_leaderboard(leaderboard.to_json(table, notes), source)
+    """A :class:`Summary` of result records (aggregated by :func:`sslbench.leaderboard.build`).
+
+    A directed metric a result reports as NaN is kept as a NaN entry (which compares
+    as missing), not dropped as if it had not been measured.
+
+    Raises:
+        SslbenchError: for a record without the parts the leaderboard reads.
+    """
+    for r in results:
+        check_result(r, source)
+    try:
+        table, notes = leaderboard.build(results)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise SslbenchError(f"{source}: malformed result records ({type(e).__name__}: {e})") from None
+    summary = summary_from_leaderboard(leaderboard.to_json(table, notes), source)
+    seeds: dict[str, set[int]] = {}
+    for r in results:
+        seeds.setdefault(r["method"], set()).add(r["seed"])
+    for key, d in _measured_nan(results).items():
+        if key not in summary.entries:
+            summary.entries[key] = Entry(float("nan"), float("nan"), d, len(seeds[key[0]]))
+    return summary
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SslbenchError(f"cannot read {path}: {e}") from None
-    if not isinstance(doc, dict):
-        raise SslbenchError(f"{path}: expected a JSON object (a leaderboard or a result)")
-    return doc
+    return read_json_object(path, "input")
+
+
+def _read_results(directory: Path) -> list[dict[str, Any]]:
+    """The result records of a run directory (``<method>/seed<k>/results/*.json``), each checked."""
+    results = []
+    for p in sorted(directory.glob("*/seed*/results/*.json")):
+        doc = read_json_object(p, "result")
+        if doc.get("schema_version") != 1:
+            raise SslbenchError(f"{p}: unknown result schema_version {doc.get('schema_version')!r} (this sslbench reads 1)")
+        results.append(check_result(doc, str(p)))
+    return results
 
 
 def summary_from_doc(doc: dict[str, Any], source: str) -> Summary:
     """A :class:`Summary` of a loaded leaderboard.json or result JSON.
 
     Raises:
-        SslbenchError: when the document is neither.
+        SslbenchError: when the document is neither, or is malformed.
     """
     if "rows" in doc:
         return summary_from_leaderboard(doc, source)
@@ -266,37 +384,51 @@ def load(source: str | Path | dict[str, Any]) -> Summary:
         return summary_from_doc(source, "<dict>")
     path = Path(source)
     if path.is_dir():
-        from sslbench.store import find_results
-
-        results = find_results(path)
+        results = _read_results(path)
         if results:
             return summary_from_results(results, str(path))
         if (path / "leaderboard.json").is_file():
             return summary_from_doc(_read_json(path / "leaderboard.json"), str(path / "leaderboard.json"))
         raise SslbenchError(f"{path}: no results (<method>/seed<k>/results/*.json) and no leaderboard.json")
-    if path.is_file():
-        return summary_from_doc(_read_json(path), str(path))
+    if path.exists():
+        return summary_from_doc(_read_json(path), str(path))  # a FIFO or device is refused there
     raise SslbenchError(f"{path} does not exist (expected a run directory, a leaderboard.json or a result JSON)")
 
 
 # ---------------------------------------------------------------- comparing
 
 
-def parse_tolerances(specs: list[str] | None) -> dict[str, str]:
-    """``["PATTERN=VALUE", ...]`` -> ``{pattern: value}``; VALUE a float, optionally ending in ``%``.
+def check_tolerance(value: Any, what: str) -> float:
+    """``value`` as a float when it is a finite number >= 0 (a NaN allowance would pass every drop).
 
     Raises:
-        SslbenchError: for a malformed rule.
+        SslbenchError: naming ``what`` (``--abs-tol``, ``--tol 'knn.*=nan'``).
+    """
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if isinstance(value, bool) or not math.isfinite(x) or x < 0:
+        raise SslbenchError(f"{what} must be a finite number >= 0, got {value!r}")
+    return x
+
+
+def parse_tolerances(specs: list[str] | None) -> dict[str, str]:
+    """``["PATTERN=VALUE", ...]`` -> ``{pattern: value}``; VALUE a finite float >= 0, optionally ending in ``%``.
+
+    Raises:
+        SslbenchError: for a malformed rule, or a VALUE that is NaN, infinite or negative.
     """
     rules: dict[str, str] = {}
     for spec in specs or []:
         pattern, sep, value = spec.partition("=")
         try:
-            if not sep or not pattern:
+            if not sep or not pattern.strip():
                 raise ValueError
             float(value.removesuffix("%"))
         except ValueError:
             raise SslbenchError(f"--tol {spec!r}: expected PATTERN=VALUE, e.g. 'knn.*=0.02' or 'collapse.rankme=10%'") from None
+        check_tolerance(value.strip().removesuffix("%"), f"--tol {spec!r}: VALUE")
         rules[pattern.strip()] = value.strip()
     return rules
 
@@ -403,11 +535,13 @@ def compare(
         The :class:`Comparison`.
 
     Raises:
-        SslbenchError: for negative tolerances or an unknown ``metrics`` item.
+        SslbenchError: for a tolerance that is not a finite number >= 0, or an unknown ``metrics`` item.
     """
-    if abs_tol < 0 or ci_mult < 0:
-        raise SslbenchError(f"--abs-tol and --ci-mult must be >= 0, got {abs_tol} and {ci_mult}")
+    abs_tol = check_tolerance(abs_tol, "--abs-tol")
+    ci_mult = check_tolerance(ci_mult, "--ci-mult")
     rules = tolerances or {}
+    for pattern, value in rules.items():
+        check_tolerance(str(value).strip().removesuffix("%"), f"tolerance {pattern!r}={value!r}")
     keys = list(dict.fromkeys([*baseline.entries, *current.entries]))
     main = {*baseline.main, *current.main}
     rows = [_row(k, baseline.entries.get(k), current.entries.get(k), abs_tol, ci_mult, rules)
@@ -427,6 +561,8 @@ def _row(key: tuple[str, str], b: Entry | None, c: Entry | None, abs_tol: float,
     if b.direction == "label" or isinstance(b.value, str) or isinstance(c.value, str):
         return Row(method, metric, "label", b.value, c.value, nan, nan, nan, nan,
                    _compare_labels(metric, str(b.value), str(c.value)))
+    if not (math.isfinite(b.value) and math.isfinite(c.value)):  # NaN on either side, or both: no value
+        return Row(method, metric, b.direction, b.value, c.value, b.ci, c.ci, nan, nan, "missing")
     delta, allowed, verdict = _compare_numbers(b, c, metric, abs_tol, ci_mult, rules)
     return Row(method, metric, b.direction, b.value, c.value, b.ci, c.ci, delta, allowed, verdict)
 

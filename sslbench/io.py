@@ -259,9 +259,9 @@ def read_json_object(path: str | Path, what: str, limit: int = MAX_SMALL_FILE_BY
     except UnicodeDecodeError as e:
         raise SslbenchError(f"{what} {path} is not UTF-8 text (byte {e.start}); is it the right file?") from None
     except (json.JSONDecodeError, RecursionError) as e:
-        raise SslbenchError(f"{what} {path} is not valid JSON ({e}); restore or delete it") from None
+        raise SslbenchError(f"{what} {path} is not valid JSON ({e}); is it the right file?") from None
     if not isinstance(doc, dict):
-        raise SslbenchError(f"{what} {path} holds a JSON {type(doc).__name__}, not an object; restore or delete it")
+        raise SslbenchError(f"{what} {path} holds a JSON {type(doc).__name__}, not an object; is it the right file?")
     return doc
 
 
