@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field
