@@ -141,6 +141,33 @@ def test_empty_out_is_refused(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".my.notes.tmp", "c.toml"]
 
 
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_text("{garbage"), "config.json is not valid JSON"),
+        (lambda p: p.write_text("[1, 2]"), "config.json holds a JSON list, not an object"),
+        (lambda p: p.write_text("[" * 100_000), "config.json is not valid JSON"),
+        (lambda p: p.write_bytes(b'{"a": "\xff"}'), "config.json is not UTF-8 text"),
+        (lambda p: os.mkfifo(p), "config.json is not a regular file (a FIFO"),
+        (lambda p: p.mkdir(), "config.json is a directory"),
+        (lambda p: p.write_text(" " * 300_000), "config.json is 300000 bytes, more than the 200000-byte limit"),
+        (lambda p: None, "config.json does not exist"),
+    ],
+)
+def test_read_json_object_refuses_what_is_not_a_small_json_object(tmp_path, make, message):
+    """What a run directory's config.json (or any JSON sslbench reads back) may be, each one line."""
+    path = tmp_path / "config.json"
+    make(path)
+    with pytest.raises(SslbenchError) as e:
+        sio.read_json_object(path, "run config", limit=200_000)
+    assert message in str(e.value) and "\n" not in str(e.value) and str(e.value).startswith(("run config ", "cannot"))
+
+
+def test_read_small_file_refuses_a_device():
+    with pytest.raises(SslbenchError, match="/dev/zero is not a regular file"):
+        sio.read_small_file("/dev/zero", "input")
+
+
 def _writes(path: Path):
     """``(function, line, what)`` of every call in ``path`` that writes a file without sslbench.io."""
     found = []
