@@ -9,7 +9,9 @@ import argparse
 import dataclasses
 import errno
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 from sslbench.errors import SslbenchError, did_you_mean
 
@@ -18,15 +20,57 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _number(key: str) -> Callable[[str], Any]:
+    """An argparse type: the flag's text as an int, checked against the bounds of config key ``key``
+    (:data:`sslbench.config.FLAG_RULES`), so ``--epochs 0`` or ``--seed -1`` stop before any work."""
+
+    def convert(text: str) -> int:
+        # imported only when the flag is given: sslbench.config pulls in torch
+        from sslbench.config import parse_number, value_problem
+
+        try:
+            value = parse_number(text, int)
+        except ValueError:
+            value = text  # not a number: the bound's message says what is wanted
+        why = value_problem(key, value)
+        if why:
+            raise argparse.ArgumentTypeError(why)
+        return value
+
+    convert.__name__ = key
+    return convert
+
+
 def _seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in _csv(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be integers separated by commas, got {text!r}") from None
+    from sslbench.config import parse_number, value_problem
+
+    seeds: list[Any] = []
+    for s in _csv(text):
+        try:
+            seeds.append(parse_number(s, int))
+        except ValueError:
+            seeds.append(s)
+    why = value_problem("seeds", seeds)
+    if why:
+        raise argparse.ArgumentTypeError(why)
+    return seeds
+
+
+def _out(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty (that would be the current directory); give a directory")
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other input error (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"sslbench: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="sslbench", description="Evaluate self-supervised image embeddings.")
+    ap = _Parser(prog="sslbench", description="Evaluate self-supervised image embeddings.")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -37,12 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--dataset", help="dataset name (default: the preset's)")
     r.add_argument("--data-root", help="where to look for data first (also SSLBENCH_DATA)")
     r.add_argument("--preset", help="smoke | quick (default) | standard | cifar10")
-    r.add_argument("--epochs", type=int, help="pretraining epochs of every method (default: the preset's, or a method's own for it)")
+    r.add_argument("--epochs", type=_number("epochs"), help="pretraining epochs of every method (default: the preset's, or a method's own for it)")
     r.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default 0)")
     r.add_argument("--protocols", type=_csv,
                    help="comma-separated protocols (default knn,linear,few_shot,few_shot_transfer,low_shot,collapse)")
     r.add_argument("--transfer", help="dataset of few_shot_transfer (default: the preset's; '' for none)")
-    r.add_argument("--out", help="output directory (default runs)")
+    r.add_argument("--out", type=_out, help="output directory (default runs)")
     r.add_argument("--device", help="cpu (default) or cuda")
     r.add_argument("--config", help="TOML config file (preset < file < flags)")
 
@@ -51,13 +95,13 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--encoder", help="TorchScript file, or state dict of a registered backbone (with --arch)")
     src.add_argument("--features", help=".npz with train_x, train_y, test_x, test_y [, transfer_x, transfer_y]")
     e.add_argument("--arch", help="backbone of a state-dict --encoder (see `sslbench ls backbones`)")
-    e.add_argument("--width", type=int, help="width of --arch (default: the backbone's default)")
+    e.add_argument("--width", type=_number("width"), help="width of --arch (default: the backbone's default)")
     e.add_argument("--dataset", help="dataset to extract --encoder features from")
     e.add_argument("--data-root", help="where to look for data first (also SSLBENCH_DATA)")
     e.add_argument("--protocols", type=_csv, help="comma-separated protocols (default: all the inputs allow)")
     e.add_argument("--name", help="leaderboard row name (default: the file stem)")
-    e.add_argument("--seed", type=int, default=0, help="seed passed to the protocols (default 0)")
-    e.add_argument("--out", default="runs", help="output directory (default runs)")
+    e.add_argument("--seed", type=_number("seed"), default=0, help="seed passed to the protocols (default 0)")
+    e.add_argument("--out", type=_out, default="runs", help="output directory (default runs)")
     e.add_argument("--device", default="cpu", help="cpu (default) or cuda, for feature extraction")
 
     ls = sub.add_parser("ls", help="list what is registered")

@@ -29,17 +29,25 @@ seeds that disagree are joined with ``/`` and the worst one counts. A change
 of a label with no known order is a REGRESSION too.
 
 A metric present on one side only is **missing** and fails: a diverged run
-(no metrics) or a protocol the baseline lacks never passes silently. Restrict
-what is compared with ``--metrics``.
+(no metrics) or a protocol the baseline lacks never passes silently. So is a
+metric whose value is NaN (or infinite) on either side, both sides included: a
+NaN compares as neither better nor worse, so it would otherwise always pass.
+(A ``leaderboard.json`` written by pandas stores NaN as ``null``, which reads as
+not measured; result records and an explicit ``NaN`` keep it.) Restrict what is
+compared with ``--metrics``.
 
-Exit codes at the CLI: 0 pass, 1 regression or missing, 2 unusable input.
+Every tolerance (``--abs-tol``, ``--ci-mult``, each ``--tol`` value) must be a
+finite number >= 0: a NaN allowance would pass any drop.
+
+Exit codes at the CLI: 0 pass, 1 regression or missing, 2 unusable input
+(an unreadable or malformed file, a bad tolerance), so CI can tell a broken
+baseline from a drop.
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
 import math
 import sys
 from collections.abc import Callable
@@ -53,6 +61,7 @@ from sslbench.errors import SslbenchError, did_you_mean
 from sslbench.leaderboard import TRAIN_LABEL, Leaderboard, label_severity
 from sslbench.records import ResultRecord
 from sslbench.store import find_records
+from sslbench.io import read_json_object
 
 ABS_TOL = 0.01
 CI_MULT = 1.0
@@ -194,6 +203,8 @@ def _value(v: float | str | None, ci: float) -> str:
         return "-"
     if isinstance(v, str):
         return v
+    if not math.isfinite(v):
+        return str(v)  # nan, inf: shown, and the row is missing
     return _num(v) + (f" ± {ci:.4f}" if math.isfinite(ci) else "")
 
 
@@ -212,7 +223,7 @@ def summary_from_leaderboard(board: Leaderboard, source: str) -> Summary:
         m, n = row["method"], _count(row.get("n_seeds"), source)
         for col, d in board.directions.items():
             v = _float(row.get(col))
-            if math.isfinite(v):
+            if math.isfinite(v) or (m, col) in board.measured:  # a measured NaN compares as missing
                 entries[(m, col)] = Entry(v, _float(row.get(f"{col}_ci95")), d, n)
         for col in label_cols:
             if isinstance(row.get(col), str):
@@ -235,20 +246,14 @@ def summary_from_results(records: list[ResultRecord], source: str) -> Summary:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SslbenchError(f"cannot read {path}: {e}") from None
-    if not isinstance(doc, dict):
-        raise SslbenchError(f"{path}: expected a JSON object (a leaderboard or a result)")
-    return doc
+    return read_json_object(path, "input")
 
 
 def summary_from_doc(doc: dict[str, Any], source: str) -> Summary:
     """A :class:`Summary` of a loaded leaderboard.json or result JSON.
 
     Raises:
-        SslbenchError: when the document is neither.
+        SslbenchError: when the document is neither, or is malformed.
     """
     if "rows" in doc:
         return summary_from_leaderboard(leaderboard_render.from_json(doc, source), source)
@@ -276,29 +281,45 @@ def load(source: str | Path | dict[str, Any]) -> Summary:
         if (path / "leaderboard.json").is_file():
             return summary_from_doc(_read_json(path / "leaderboard.json"), str(path / "leaderboard.json"))
         raise SslbenchError(f"{path}: no results (<method>/seed<k>/results/*.json) and no leaderboard.json")
-    if path.is_file():
-        return summary_from_doc(_read_json(path), str(path))
+    if path.exists():
+        return summary_from_doc(_read_json(path), str(path))  # a FIFO or device is refused there
     raise SslbenchError(f"{path} does not exist (expected a run directory, a leaderboard.json or a result JSON)")
 
 
 # ---------------------------------------------------------------- comparing
 
 
-def parse_tolerances(specs: list[str] | None) -> dict[str, str]:
-    """``["PATTERN=VALUE", ...]`` -> ``{pattern: value}``; VALUE a float, optionally ending in ``%``.
+def check_tolerance(value: Any, what: str) -> float:
+    """``value`` as a float when it is a finite number >= 0 (a NaN allowance would pass every drop).
 
     Raises:
-        SslbenchError: for a malformed rule.
+        SslbenchError: naming ``what`` (``--abs-tol``, ``--tol 'knn.*=nan'``).
+    """
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if isinstance(value, bool) or not math.isfinite(x) or x < 0:
+        raise SslbenchError(f"{what} must be a finite number >= 0, got {value!r}")
+    return x
+
+
+def parse_tolerances(specs: list[str] | None) -> dict[str, str]:
+    """``["PATTERN=VALUE", ...]`` -> ``{pattern: value}``; VALUE a finite float >= 0, optionally ending in ``%``.
+
+    Raises:
+        SslbenchError: for a malformed rule, or a VALUE that is NaN, infinite or negative.
     """
     rules: dict[str, str] = {}
     for spec in specs or []:
         pattern, sep, value = spec.partition("=")
         try:
-            if not sep or not pattern:
+            if not sep or not pattern.strip():
                 raise ValueError
             float(value.removesuffix("%"))
         except ValueError:
             raise SslbenchError(f"--tol {spec!r}: expected PATTERN=VALUE, e.g. 'knn.*=0.02' or 'collapse.rankme=10%'") from None
+        check_tolerance(value.strip().removesuffix("%"), f"--tol {spec!r}: VALUE")
         rules[pattern.strip()] = value.strip()
     return rules
 
@@ -397,11 +418,13 @@ def compare(
         The :class:`Comparison`.
 
     Raises:
-        SslbenchError: for negative tolerances or an unknown ``metrics`` item.
+        SslbenchError: for a tolerance that is not a finite number >= 0, or an unknown ``metrics`` item.
     """
-    if abs_tol < 0 or ci_mult < 0:
-        raise SslbenchError(f"--abs-tol and --ci-mult must be >= 0, got {abs_tol} and {ci_mult}")
+    abs_tol = check_tolerance(abs_tol, "--abs-tol")
+    ci_mult = check_tolerance(ci_mult, "--ci-mult")
     user = tolerances or {}
+    for pattern, value in user.items():
+        check_tolerance(str(value).strip().removesuffix("%"), f"tolerance {pattern!r}={value!r}")
     defaults = {**baseline.tolerances, **current.tolerances}
     rules = {**user, **{k: v for k, v in defaults.items() if k not in user}}  # user rules match first
     orders = {**baseline.labels, **current.labels}
@@ -425,6 +448,8 @@ def _row(key: tuple[str, str], b: Entry | None, c: Entry | None, abs_tol: float,
     if b.direction == "label" or isinstance(b.value, str) or isinstance(c.value, str):
         return Row(method, metric, "label", b.value, c.value, nan, nan, nan, nan,
                    _compare_labels(str(b.value), str(c.value), lambda v: label_severity(orders.get(metric), v)))
+    if not (math.isfinite(b.value) and math.isfinite(c.value)):  # NaN on either side, or both: no value
+        return Row(method, metric, b.direction, b.value, c.value, b.ci, c.ci, nan, nan, "missing")
     delta, allowed, verdict = _compare_numbers(b, c, metric, abs_tol, ci_mult, rules)
     return Row(method, metric, b.direction, b.value, c.value, b.ci, c.ci, delta, allowed, verdict)
 

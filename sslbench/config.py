@@ -33,20 +33,179 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from sslbench.method import ViewConfig
 from sslbench.errors import SslbenchError, did_you_mean
+from sslbench.io import read_small_file
 from sslbench.method import Method, TrainConfig, derive_variant
 from sslbench.presets import Preset
 from sslbench.registry import registry
 from sslbench.layout import check_path_name
+
+#: Most pretraining epochs a run may ask for: 125x the longest published recipe (800), so
+#: a typo such as ``1e20`` is an error, not a run that never ends.
+MAX_EPOCHS = 100_000
+#: Seeds are non-negative and fit in 32 bits: every RNG sslbench seeds (torch, numpy's
+#: ``default_rng``, faiss) takes them, and so do ``seed<k>`` directory names.
+MAX_SEED = 2**32 - 1
+#: Widest backbone (channels of the first stage); ResNet-50's is 64.
+MAX_WIDTH = 4096
+#: Largest batch and probe batch, and head size: beyond these one step would not fit in memory.
+MAX_BATCH = 2**20
+MAX_HEAD = 2**16
+#: Largest config file read (a config is a few hundred bytes).
+MAX_CONFIG_BYTES = 2**20
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The allowed range of a number in a config: ``lo..hi``, each end open or closed; always finite.
+
+    Attributes:
+        lo: Smallest value (excluded when ``lo_open``).
+        hi: Largest value (excluded when ``hi_open``); ``math.inf`` for none.
+        integer: Whether it must be an int.
+        lo_open: Whether ``lo`` itself is excluded.
+        hi_open: Whether ``hi`` itself is excluded.
+    """
+
+    lo: float
+    hi: float = math.inf
+    integer: bool = False
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def describe(self) -> str:
+        """``an integer in 1..100000``, ``a number in (0, 1]``, ``a finite number > 0``."""
+        if self.integer:
+            lo, hi = int(self.lo), self.hi
+            return f"an integer in {lo}..{int(hi)}" if math.isfinite(hi) else f"an integer >= {lo}"
+        if not math.isfinite(self.hi):
+            return f"a finite number {'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"a number in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+    def problem(self, v: Any) -> str | None:
+        """Why ``v`` is out of range (``must be ..., got ...``), or ``None`` when it is fine."""
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        ok = (number and (isinstance(v, int) or (not self.integer and math.isfinite(v)))
+              and (v > self.lo if self.lo_open else v >= self.lo) and (v < self.hi if self.hi_open else v <= self.hi))
+        return None if ok else f"must be {self.describe()}, got {v!r}"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A ``[lo, hi]`` range whose two ends are each within ``each`` and ``lo <= hi``."""
+
+    each: Bound
+
+    def problem(self, v: Any) -> str | None:
+        """Why ``v`` is not such a pair, or ``None``."""
+        want = f"must be [lo, hi] with lo <= hi, each {self.each.describe()}, got {v!r}"
+        if not isinstance(v, list | tuple) or len(v) != 2:
+            return want
+        if any(self.each.problem(x) for x in v) or v[0] > v[1]:
+            return want
+        return None
+
+
+@dataclass(frozen=True)
+class Each:
+    """A list whose every item is within ``each``."""
+
+    each: Bound
+
+    def problem(self, v: Any) -> str | None:
+        """Why an item of ``v`` is out of range, or ``None``."""
+        if not isinstance(v, list | tuple):
+            return f"must be a list, each {self.each.describe()}, got {v!r}"
+        return next((f"must each be {self.each.describe()}, got {x!r}" for x in v if self.each.problem(x)), None)
+
+
+Rule = Bound | Pair | Each
+EPOCHS = Bound(1, MAX_EPOCHS, integer=True)
+SEED = Bound(0, MAX_SEED, integer=True)
+PROBABILITY = Bound(0.0, 1.0)
+HEAD = Bound(1, MAX_HEAD, integer=True)
+#: Bounds of every numeric :class:`RunConfig` field.
+RUN_RULES: dict[str, Rule] = {"epochs": EPOCHS, "width": Bound(1, MAX_WIDTH, integer=True), "seeds": Each(SEED)}
+#: Bounds of every numeric :class:`~sslbench.method.TrainConfig` field. A batch (and the probe
+#: batch) needs two images: batch norm and the variance terms are undefined on one.
+TRAIN_RULES: dict[str, Rule] = {
+    "epochs": EPOCHS,
+    "batch_size": Bound(2, MAX_BATCH, integer=True),
+    "lr": Bound(0.0, lo_open=True),
+    "weight_decay": Bound(0.0),
+    "momentum": Bound(0.0, 1.0, hi_open=True),
+    "warmup_epochs": Bound(0.0, MAX_EPOCHS),
+    "final_lr_ratio": Bound(0.0, 1.0),
+    "probe_images": Bound(2, MAX_BATCH, integer=True),
+}
+#: Bounds of every numeric :class:`~sslbench.augment.ViewConfig` field. Jitter strengths stop at
+#: 1: the factors are drawn from ``1 +- s`` without clipping at 0.
+VIEW_RULES: dict[str, Rule] = {
+    "crop_scale": Pair(Bound(0.0, 1.0, lo_open=True)),
+    "crop_ratio": Pair(Bound(0.0, lo_open=True)),
+    "flip_p": PROBABILITY,
+    "jitter_p": PROBABILITY,
+    "brightness": PROBABILITY,
+    "contrast": PROBABILITY,
+    "saturation": PROBABILITY,
+    "grayscale_p": PROBABILITY,
+    "blur_p": PROBABILITY,
+    "blur_sigma": Pair(Bound(0.0, lo_open=True)),
+    "solarize_p": PROBABILITY,
+}
+#: Bounds of the numbers the command line takes (``sslbench run --epochs``, ``eval --width --seed``).
+FLAG_RULES: dict[str, Rule] = {**RUN_RULES, "seed": SEED}
+
+
+def check_values(rules: dict[str, Rule], values: dict[str, Any], where: str) -> None:
+    """Check the numbers in ``values`` against ``rules`` (keys without a rule pass).
+
+    Raises:
+        SslbenchError: ``<where>: '<key>' must be ..., got ...`` for the first value out of range.
+    """
+    for key, value in values.items():
+        why = rules[key].problem(value) if key in rules else None
+        if why:
+            raise SslbenchError(f"{where}: {key!r} {why}")
+
+
+def value_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` is out of range for the command-line number ``key`` (:data:`FLAG_RULES`), or ``None``."""
+    return FLAG_RULES[key].problem(value)
+
+
+def parse_number(text: str, kind: type = int) -> int | float:
+    """A number as typed on the command line: ``12``, ``-1``, ``1e6`` (a whole number given as a float is
+    an int when ``kind`` is int), ``0.5``.
+
+    Raises:
+        ValueError: for text that is no number, or not a whole number when ``kind`` is int.
+    """
+    try:
+        d = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if kind is float or not d.is_finite():
+        return float(d)
+    if d != d.to_integral_value():
+        raise ValueError(f"expected a whole number, got {text!r}")
+    return int(d) if d.adjusted() < 40 else float(d)  # 1e999999999: no billion-digit int
+
+
+def _check_out(out: Any, where: str) -> None:
+    if isinstance(out, str) and not out.strip():
+        raise SslbenchError(f"{where}: 'out' must not be empty (that would be the current directory); give a directory")
 
 
 @dataclass
@@ -106,12 +265,13 @@ class RunConfig:
         """A copy with the preset's dataset, backbone, width and transfer filled in and all
         names checked; ``epochs`` stays as the user set it (:meth:`recipe` resolves each
         method's epochs, since a method may set its own for the preset)."""
+        self.validate()
         p = self.preset_obj()
         r = dataclasses.replace(
             self,
             dataset=self.dataset or p.dataset,
             backbone=self.backbone or p.backbone,
-            width=self.width or p.width,
+            width=p.width if self.width is None else self.width,
             transfer=p.transfer if self.transfer is None else self.transfer,
         )
         for name in r.methods + r.floors:
@@ -145,7 +305,44 @@ class RunConfig:
                         raise SslbenchError(str(did_you_mean(head, own, f"head of {key!r} in [heads.{key}]")))
             elif trained and key not in head_names:
                 raise SslbenchError(str(did_you_mean(key, head_names, "head in [heads] (no method of this run has it)")))
+        for method in trained:
+            r.check_recipe(method)
         return r
+
+    def validate(self) -> None:
+        """Check every number this config sets (:data:`RUN_RULES`, :data:`TRAIN_RULES`,
+        :data:`VIEW_RULES`, head sizes in :data:`HEAD`) and that ``out`` is not empty.
+
+        :func:`load_toml` and the command line check their own values first, naming
+        the file and table or the flag; this catches a config built in code.
+
+        Raises:
+            SslbenchError: naming the field and ``RunConfig``.
+        """
+        check_values(RUN_RULES, {f: getattr(self, f) for f in RUN_RULES if getattr(self, f) is not None}, "RunConfig")
+        _check_out(self.out, "RunConfig")
+        for key, value in self.train.items():
+            if isinstance(value, dict):
+                check_values(TRAIN_RULES, value, f"RunConfig.train[{key!r}]")
+            else:
+                check_values(TRAIN_RULES, {key: value}, "RunConfig.train")
+        check_values(VIEW_RULES, self.views, "RunConfig.views")
+        for key, value in self.heads.items():
+            sizes = value if isinstance(value, dict) else {key: value}
+            check_values(dict.fromkeys(sizes, HEAD), sizes, f"RunConfig.heads[{key!r}]" if isinstance(value, dict) else "RunConfig.heads")
+
+    def check_recipe(self, method: Method) -> None:
+        """Check the numbers of ``method``'s resolved recipe (its own defaults, the preset's and the user's).
+
+        Raises:
+            SslbenchError: naming the method, the preset and the field.
+        """
+        train, heads, views = self.recipe(method)
+        where = f"{method.name!r} at preset {self.preset!r}"
+        check_values(TRAIN_RULES, dataclasses.asdict(train), f"{where} [train]")
+        check_values(dict.fromkeys(heads, HEAD), heads, f"{where} [heads]")
+        for i, view in enumerate(views, 1):
+            check_values(VIEW_RULES, dataclasses.asdict(view), f"{where} view {i}")
 
     def recipe(self, method: Method) -> tuple[TrainConfig, dict[str, int], tuple[ViewConfig, ViewConfig]]:
         """``(train config, head sizes, views)`` of ``method`` in this run: the method's
@@ -158,7 +355,7 @@ class RunConfig:
     def train_overrides(self, method: Method | None = None) -> dict[str, Any]:
         """TrainConfig fields to apply on top of ``method``'s preset defaults (the
         run-wide ``[train]`` keys and ``epochs``, then its base's and its own sub-table)."""
-        run_wide = {"epochs": self.epochs} if self.epochs else {}
+        run_wide = {"epochs": self.epochs} if self.epochs is not None else {}
         return _for_method({**self.train, **run_wide}, method)
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,6 +463,8 @@ def _register_variant(name: str, spec: Any, where: str) -> None:
         raise SslbenchError(f"{where}: a variant needs 'base' (the method it changes)")
     if not isinstance(base_name, str):
         raise SslbenchError(f"{where}: 'base' must be a method name (a string), got {base_name!r}")
+    if base_name == name:
+        raise SslbenchError(f"{where}: variant {name!r} is its own base; 'base' must name another method")
     summary = spec.pop("summary", f"{base_name} with changed loss terms")
     if not isinstance(summary, str):
         raise SslbenchError(f"{where}: 'summary' must be a string, got {summary!r}")
@@ -284,31 +483,87 @@ def _register_variant(name: str, spec: Any, where: str) -> None:
     methods.register(name, variant, source=where)
 
 
-def load_toml(path: str | Path, cfg: RunConfig | None = None) -> RunConfig:
-    """Apply a TOML config file on top of ``cfg`` (registering its variants).
+def _variant_order(variants: dict[str, Any], where: str) -> list[str]:
+    """The variants of one file in an order where each comes after a base defined in the same file.
 
     Raises:
-        SslbenchError: for a missing file, a syntax error, an unknown key or a wrong type.
+        SslbenchError: for a variant that is its own base, or variants whose bases form a cycle.
     """
-    path = Path(path)
-    cfg = cfg or RunConfig()
+    bases = {name: spec.get("base") if isinstance(spec, dict) else None for name, spec in variants.items()}
+    order: list[str] = []
+    for name in variants:
+        chain = [name]
+        while isinstance(bases.get(chain[-1]), str) and bases[chain[-1]] in variants and bases[chain[-1]] not in order:
+            nxt = bases[chain[-1]]
+            if nxt in chain:
+                cycle = chain[chain.index(nxt):] + [nxt]
+                if len(cycle) == 2:
+                    raise SslbenchError(f"{where} [variants.{_toml_key(nxt)}]: variant {nxt!r} is its own base; "
+                                        "'base' must name another method")
+                raise SslbenchError(f"{where} [variants]: the bases of variants {' -> '.join(map(repr, cycle))} "
+                                    "form a cycle; one of them must be based on a method")
+            chain.append(nxt)
+        order += [n for n in reversed(chain) if n not in order]
+    return order
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The parsed TOML document at ``path`` (a regular file of at most :data:`MAX_CONFIG_BYTES`)."""
+    raw = read_small_file(path, "config file", MAX_CONFIG_BYTES)
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SslbenchError(f"config file {path} does not exist") from None
-    except IsADirectoryError:
-        raise SslbenchError(f"config file {path} is a directory; give a .toml file") from None
-    except OSError as e:
-        raise SslbenchError(f"cannot read config file {path}: {e.strerror or e}") from None
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise SslbenchError(f"{path}: not UTF-8 text (byte {e.start}); save the config as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise SslbenchError(f"{path}: TOML syntax error: {e}") from None
+    except RecursionError:
+        raise SslbenchError(f"{path}: TOML nested too deeply") from None
+
+
+def _train_table(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The checked ``[train]`` table: run-wide keys and ``[train.<method>]`` sub-tables."""
+    train_doc = _table(doc.get("train", {}), f"{path} [train]")
+    flat = {k: v for k, v in train_doc.items() if not isinstance(v, dict)}
+    train = check_fields(TrainConfig, flat, f"{path} [train]")
+    check_values(TRAIN_RULES, train, f"{path} [train]")
+    for name, sub in train_doc.items():
+        if isinstance(sub, dict):
+            where = f"{path} [train.{_toml_key(name)}]"
+            train[name] = check_fields(TrainConfig, sub, where)
+            check_values(TRAIN_RULES, train[name], where)
+    return train
+
+
+def _heads_table(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The checked ``[heads]`` table: head sizes, run-wide or in ``[heads.<method>]`` sub-tables."""
+    heads = _table(doc.get("heads", {}), f"{path} [heads]")
+    for key, value in heads.items():
+        for head, size in (value.items() if isinstance(value, dict) else [(key, value)]):
+            why = HEAD.problem(size)
+            if why:
+                where = f"[heads.{_toml_key(key)}]" if isinstance(value, dict) else "[heads]"
+                raise SslbenchError(f"{path} {where}: {head!r} {why}")
+    return heads
+
+
+def load_toml(path: str | Path, cfg: RunConfig | None = None) -> RunConfig:
+    """Apply a TOML config file on top of ``cfg`` (registering its variants).
+
+    Raises:
+        SslbenchError: for a missing file, one that is not a regular file or is larger
+            than :data:`MAX_CONFIG_BYTES`, a syntax error, an unknown key, a wrong type,
+            a number out of range (naming the table and key) or variants whose bases
+            form a cycle.
+    """
+    path = Path(path)
+    cfg = cfg or RunConfig()
+    doc = _read_config(path)
     for table in doc:
         if table not in _TABLES:
             raise SslbenchError(str(did_you_mean(table, _TABLES, f"table in {path}")))
-    for name, spec in _table(doc.get("variants", {}), f"{path} [variants]").items():
-        _register_variant(name, spec, f"{path} [variants.{_toml_key(name)}]")
+    variants = _table(doc.get("variants", {}), f"{path} [variants]")
+    for name in _variant_order(variants, str(path)):
+        _register_variant(name, variants[name], f"{path} [variants.{_toml_key(name)}]")
     run = dict(_table(doc.get("run", {}), f"{path} [run]"))
     if "references" in run:  # the old name of floors
         if "floors" in run:
@@ -318,19 +573,13 @@ def load_toml(path: str | Path, cfg: RunConfig | None = None) -> RunConfig:
         if key not in _RUN_KEYS:
             raise SslbenchError(str(did_you_mean(key, _RUN_KEYS, f"key in {path} [run]")))
     values = check_fields(RunConfig, run, f"{path} [run]")
-    train_doc = _table(doc.get("train", {}), f"{path} [train]")
-    train = check_fields(TrainConfig, {k: v for k, v in train_doc.items() if not isinstance(v, dict)}, f"{path} [train]")
-    for name, sub in train_doc.items():
-        if isinstance(sub, dict):
-            train[name] = check_fields(TrainConfig, sub, f"{path} [train.{_toml_key(name)}]")
+    check_values(RUN_RULES, {k: v for k, v in values.items() if v is not None}, f"{path} [run]")
+    _check_out(values.get("out"), f"{path} [run]")
+    train = _train_table(doc, path)
     views = check_fields(ViewConfig, _table(doc.get("views", {}), f"{path} [views]"), f"{path} [views]")
+    check_values(VIEW_RULES, views, f"{path} [views]")
     views = {k: tuple(float(x) for x in v) if isinstance(v, list | tuple) else v for k, v in views.items()}
-    heads = _table(doc.get("heads", {}), f"{path} [heads]")
-    for key, value in heads.items():
-        for head, size in (value.items() if isinstance(value, dict) else [(key, value)]):
-            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-                where = f"[heads.{_toml_key(key)}]" if isinstance(value, dict) else "[heads]"
-                raise SslbenchError(f"{path} {where}: {head!r} must be a positive int, got {size!r}")
+    heads = _heads_table(doc, path)
     params = dict(cfg.protocol_params)
     for pname, pvalues in _table(doc.get("protocols", {}), f"{path} [protocols]").items():
         cls = registry("protocols").get(pname)

@@ -1,8 +1,8 @@
 """Atomic file writes (temp file, fsync, rename, fsync of the directory) and safe checkpoint loading.
 
 A reader never sees a half-written file: a kill during a write leaves the old
-file (or none) in place, plus at most a stray ``.<name>.<random>.tmp`` file that
-:func:`remove_stale_temp_files` clears on the next run. A write that fails (a
+file (or none) in place, plus at most a stray ``.<name>.<random>.sslbench.tmp``
+file that :func:`remove_stale_temp_files` clears on the next run. A write that fails (a
 full disk, a read-only directory) raises :class:`OutputError`, which stops a
 sweep with one line saying what to do, and leaves no temp file behind.
 """
@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 import shutil
+import stat
 import tempfile
 import warnings
 from pathlib import Path
@@ -24,7 +25,17 @@ from typing import Any
 from sslbench.errors import SslbenchError
 from sslbench.faults import disk_full, enospc_error, maybe_fault
 
-TMP_SUFFIX = ".tmp"
+#: Suffix of every temp file and directory sslbench makes (``tempfile.mkstemp``/``mkdtemp`` with
+#: ``prefix=f".{name}."``): the ``sslbench`` in it is what lets the start-up sweep tell them from a
+#: user's own ``.notes.tmp``.
+TMP_SUFFIX = ".sslbench.tmp"
+#: The whole name of such a temp file: ``.<name>.<random>.sslbench.tmp``, ``<random>`` being the
+#: 8 characters of ``tempfile``'s name sequence. Nothing else is ever swept.
+TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(TMP_SUFFIX))
+#: Run directories under ``--out`` (``<method>/seed<k>``), where results, checkpoints and logs are written.
+_SEED_DIR = re.compile(r"seed[0-9]+")
+#: Largest JSON or TOML file :func:`read_small_file` reads (a run's own files are kilobytes).
+MAX_SMALL_FILE_BYTES = 64 * 2**20
 
 
 def _current_umask() -> int:
@@ -137,29 +148,121 @@ def atomic_append_line(path: str | Path, line: str) -> None:
     atomic_write_bytes(path, old + line.rstrip("\n").encode() + b"\n")
 
 
-def remove_stale_temp_files(root: str | Path) -> list[Path]:
-    """Delete what killed atomic writes left under ``root``: ``.<name>.<random>.tmp`` files
-    (and temp directories of the same form, e.g. of a feature-cache entry).
+def _sweep_dir(directory: Path, recursive: bool, removed: list[Path]) -> None:
+    """Delete the sslbench temp files and directories (:data:`TEMP_NAME`) in ``directory``."""
+    if directory.is_symlink() or not directory.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(directory):  # symlinked directories are not entered
+        for name in [*dirnames, *filenames]:
+            if not TEMP_NAME.fullmatch(name):
+                continue
+            p = Path(dirpath) / name
+            if name in dirnames and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+        dirnames[:] = sorted(d for d in dirnames if recursive and not TEMP_NAME.fullmatch(d))
 
-    Call it only while holding ``root``'s run lock (:mod:`sslbench.lock`): a temp
-    file of a live writer would otherwise be taken from under it.
+
+def remove_stale_temp_files(root: str | Path) -> list[Path]:
+    """Delete what killed atomic writes left in an output directory ``root``.
+
+    Only names of the form :data:`TEMP_NAME` (``.<name>.<random>.sslbench.tmp``, files
+    or directories such as a feature-cache entry's) are deleted, and only where
+    sslbench writes: directly in ``root`` (leaderboard, manifest), anywhere under
+    ``root/cache`` and under the run directories ``root/<method>/seed<k>``. Other
+    directories, a user's own ``.notes.tmp`` and the ``.<name>.<random>.tmp`` files
+    of sslbench versions before the marker are left alone.
+
+    Call it only while holding ``root``'s run lock (:mod:`sslbench.lock`), which also
+    refuses an output directory nested with another live run's: a temp file of a
+    live writer would otherwise be taken from under it.
 
     Returns:
         The paths removed.
     """
-    removed = []
-    for dirpath, dirnames, filenames in os.walk(root):  # symlinked directories are not entered
-        for name in [*dirnames, *filenames]:
-            if not (name.startswith(".") and name.endswith(TMP_SUFFIX) and name.count(".") >= 3):
-                continue  # not of the form .<name>.<random>.tmp
-            p = Path(dirpath) / name
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-                dirnames.remove(name)
-            else:
-                p.unlink(missing_ok=True)
-            removed.append(p)
+    root = Path(root)
+    removed: list[Path] = []
+    _sweep_dir(root, False, removed)
+    _sweep_dir(root / "cache", True, removed)
+    try:
+        methods = sorted(d for d in root.iterdir() if d.is_dir() and not d.is_symlink() and d.name != "cache")
+    except OSError:
+        methods = []
+    for method in methods:
+        for run in sorted(method.iterdir()):
+            if _SEED_DIR.fullmatch(run.name):
+                _sweep_dir(run, True, removed)
     return sorted(removed)
+
+
+def read_small_file(path: str | Path, what: str, limit: int = MAX_SMALL_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, with one-line errors.
+
+    Opened non-blocking and checked with ``fstat`` before reading, so a FIFO,
+    ``/dev/zero`` or a directory is refused instead of hanging or filling memory.
+
+    Args:
+        path: The file.
+        what: What it is, for messages (``config file``, ``leaderboard``).
+        limit: Size limit in bytes.
+
+    Raises:
+        SslbenchError: for a missing file, a directory, a FIFO/device/socket, a file
+            over ``limit`` or a read error.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise SslbenchError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise SslbenchError(f"{what} {path} is a directory; give a file") from None
+    except OSError as e:
+        raise SslbenchError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise SslbenchError(f"{what} {path} is a directory; give a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise SslbenchError(f"{what} {path} is not a regular file (a FIFO, device or socket); give a file")
+        if st.st_size > limit:
+            raise SslbenchError(f"{what} {path} is {st.st_size} bytes, more than the {limit}-byte limit; "
+                                "is it the right file?")
+        chunks, size = [], 0
+        while size <= limit:  # the file may have grown since fstat
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    except OSError as e:
+        raise SslbenchError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise SslbenchError(f"{what} {path} is more than the {limit}-byte limit; is it the right file?")
+    return data
+
+
+def read_json_object(path: str | Path, what: str, limit: int = MAX_SMALL_FILE_BYTES) -> dict[str, Any]:
+    """A JSON file that must hold an object (``config.json``, a result, a leaderboard).
+
+    Raises:
+        SslbenchError: as :func:`read_small_file`, and for text that is not UTF-8 JSON
+            or a document that is not an object.
+    """
+    raw = read_small_file(path, what, limit)
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise SslbenchError(f"{what} {path} is not UTF-8 text (byte {e.start}); is it the right file?") from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise SslbenchError(f"{what} {path} is not valid JSON ({e}); is it the right file?") from None
+    if not isinstance(doc, dict):
+        raise SslbenchError(f"{what} {path} holds a JSON {type(doc).__name__}, not an object; is it the right file?")
+    return doc
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

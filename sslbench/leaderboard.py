@@ -63,6 +63,8 @@ class Leaderboard:
         labels: Label column -> its values in severity order, best first (with
             :data:`TRAIN_LABEL`).
         tolerances: Column pattern -> default compare tolerance.
+        measured: ``(method, column)`` pairs some result reported a number for, NaN
+            included: a NaN cell is a reading that failed, not a metric never measured.
     """
 
     table: pd.DataFrame
@@ -76,6 +78,7 @@ class Leaderboard:
     fingerprints: list[str] = field(default_factory=list)
     labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
     tolerances: dict[str, str] = field(default_factory=dict)
+    measured: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def empty(self) -> bool:
@@ -274,4 +277,5 @@ def build(records: list[ResultRecord]) -> Leaderboard:
         directions=dict(sorted(c.directions.items())),
         settings={p: {"version": "/".join(sorted(c.versions[p])), "params": c.settings[p]} for p in sorted(c.settings)},
         floors=floors, deltas=deltas, fingerprints=sorted(c.fingerprints), labels=c.orders, tolerances=c.tolerances,
+        measured={(m, col) for m, cols in c.values.items() for col in cols},
     )

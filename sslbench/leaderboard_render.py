@@ -87,8 +87,16 @@ def to_markdown(board: Leaderboard, metrics: list[str] | None = None) -> str:
 
 
 def to_json(board: Leaderboard) -> dict[str, Any]:
-    """The leaderboard.json document (``schema_version`` :data:`SCHEMA_VERSION`)."""
+    """The leaderboard.json document (``schema_version`` :data:`SCHEMA_VERSION`).
+
+    A metric not measured for a row is ``null``; one measured as NaN stays ``NaN``,
+    so ``compare`` reads it as a failed reading rather than an absent one.
+    """
     records = json.loads(board.table.to_json(orient="records")) if not board.empty else []
+    for row in records:
+        for col, v in row.items():
+            if v is None and (row["method"], col) in board.measured:
+                row[col] = float("nan")
     return {"schema_version": SCHEMA_VERSION, "rows": records, "notes": board.notes, "main_metrics": board.main,
             "directions": board.directions, "settings": board.settings, "floors": board.floors, "shown": board.shown,
             "fingerprints": board.fingerprints, "labels": {k: list(v) for k, v in board.labels.items()},
@@ -99,32 +107,64 @@ def from_json(doc: dict[str, Any], source: str) -> Leaderboard:
     """A :class:`Leaderboard` of a leaderboard.json document (schema 2 or 3).
 
     Raises:
-        SslbenchError: for another schema version or rows of the wrong shape.
+        SslbenchError: for another schema version or parts of the wrong type.
     """
     version = doc.get("schema_version")
     if version not in READABLE_VERSIONS:
         hint = " (it has no metric directions; rebuild it with `sslbench leaderboard DIR --write DIR`)" if version == 1 else ""
         raise SslbenchError(f"{source}: leaderboard schema_version {version!r} is not one of "
                             f"{', '.join(map(str, READABLE_VERSIONS))}{hint}")
-    rows = doc.get("rows", [])
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("method"), str) for r in rows):
-        raise SslbenchError(f"{source}: 'rows' must be a list of objects, each with a 'method' name")
-    table = pd.DataFrame([{**r, "floor": bool(r.get("floor", r.get("reference", False)))} for r in rows])
+    rows = _rows(doc, source)
+    directions = doc.get("directions", {})
+    if not isinstance(directions, dict) or not all(d in ("higher", "lower") for d in directions.values()):
+        raise _malformed(source, "'directions' must map metrics to 'higher' or 'lower'")
     settings = _object(doc.get("settings", {}), source, "settings")
+    if not all(isinstance(v, dict) for v in settings.values()):
+        raise _malformed(source, "each of 'settings' must be an object")
     labels, tolerances = _legacy_meta(settings) if version == 2 else ({}, {})
     labels.update({k: tuple(v) for k, v in _object(doc.get("labels", {}), source, "labels").items()})
     tolerances.update(_object(doc.get("tolerances", {}), source, "tolerances"))
+    measured = {(r["method"], col) for r in rows for col in directions if isinstance(r.get(col), int | float)}
     return Leaderboard(
-        table=table, notes=list(doc.get("notes", [])), shown=list(doc.get("shown", [])),
-        main=list(doc.get("main_metrics", [])), directions=_object(doc.get("directions", {}), source, "directions"),
-        settings=settings, floors=list(doc.get("floors", [])), fingerprints=list(doc.get("fingerprints", [])),
-        labels={TRAIN_LABEL: TRAIN_ORDER, **labels}, tolerances=tolerances,
+        table=pd.DataFrame([{**r, "floor": bool(r.get("floor", r.get("reference", False)))} for r in rows]),
+        notes=list(doc.get("notes", [])), shown=_list(doc, "shown", source), main=_list(doc, "main_metrics", source),
+        directions=directions, settings=settings, floors=_list(doc, "floors", source),
+        fingerprints=_list(doc, "fingerprints", source), labels={TRAIN_LABEL: TRAIN_ORDER, **labels},
+        tolerances=tolerances, measured=measured,
     )
+
+
+def _malformed(source: str, what: str) -> SslbenchError:
+    return SslbenchError(f"{source}: malformed leaderboard: {what}; regenerate it (`sslbench leaderboard DIR --write DIR`)")
+
+
+def _rows(doc: dict[str, Any], source: str) -> list[dict[str, Any]]:
+    """The rows, each an object with a method name and a whole ``n_seeds``."""
+    rows = doc.get("rows", [])
+    if not isinstance(rows, list):
+        raise _malformed(source, f"'rows' must be a list, got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise _malformed(source, f"row {i} is a {type(row).__name__}, not an object")
+        if not isinstance(row.get("method"), str) or not row["method"]:
+            raise _malformed(source, f"row {i} has no 'method' name")
+        n = row.get("n_seeds")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int | float) or not float(n).is_integer()
+                              or n < 0):
+            raise _malformed(source, f"row {i} ({row['method']}): 'n_seeds' must be a count, got {n!r}")
+    return rows
+
+
+def _list(doc: dict[str, Any], key: str, source: str) -> list[Any]:
+    v = doc.get(key, [])
+    if not isinstance(v, list):
+        raise _malformed(source, f"{key!r} must be a list, got {type(v).__name__}")
+    return v
 
 
 def _object(v: Any, source: str, key: str) -> dict[str, Any]:
     if not isinstance(v, dict):
-        raise SslbenchError(f"{source}: {key!r} must be a JSON object, got {type(v).__name__}")
+        raise _malformed(source, f"{key!r} must be a JSON object, got {type(v).__name__}")
     return v
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from sslbench.errors import SslbenchError
-from sslbench.io import atomic_write_bytes, atomic_write_json
+from sslbench.io import atomic_write_bytes, atomic_write_json, read_json_object
 from sslbench.layout import RunLayout, RunPaths
 from sslbench.records import SCHEMA_VERSION, ResultRecord
 
@@ -55,21 +55,15 @@ def versions() -> dict[str, str]:
     }
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise SslbenchError(f"cannot read result {path}: {' '.join(str(e).split())[:200]}") from None
-
-
 def read_record(path: Path) -> ResultRecord:
     """Read one result record.
 
     Raises:
-        SslbenchError: one line naming the file, for an unreadable file, an unknown
-            schema version or a document that is not a result record.
+        SslbenchError: one line naming the file, for an unreadable file (a FIFO, a
+            huge or non-UTF-8 file included), an unknown schema version or a document
+            that is not a result record.
     """
-    return ResultRecord.from_json(_load_json(path), str(path))
+    return ResultRecord.from_json(read_json_object(path, "result"), str(path))
 
 
 def find_records(out: str | Path) -> list[ResultRecord]:
@@ -148,10 +142,10 @@ def is_current(path: Path, info: dict[str, Any], identity: dict[str, Any],
         volatile: Identity keys that may differ.
     """
     try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    if not isinstance(doc, dict) or not isinstance(doc.get("protocol"), dict):
+        doc = read_json_object(path, "result")
+    except SslbenchError:
+        return False  # unreadable: recomputed and rewritten
+    if not isinstance(doc.get("protocol"), dict):
         return False
     p = doc["protocol"]
     return (
@@ -176,12 +170,12 @@ def check_run_dir(paths: RunPaths, identity: dict[str, Any], volatile: frozenset
     Raises:
         SslbenchError: naming the differing keys, for a directory of another run.
     """
-    if not paths.config.exists():
+    if not paths.config.exists() and not paths.config.is_symlink():
         return True
     try:
-        old: Any = json.loads(paths.config.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        old = "<unreadable>"
+        old: Any = read_json_object(paths.config, "run config")
+    except SslbenchError:
+        old = "<unreadable>"  # garbage, [1, 2], a FIFO: not this run's identity
     diff = identity_diff(old, identity, volatile)
     if diff and paths.holds_state():
         raise SslbenchError(

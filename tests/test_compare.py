@@ -204,3 +204,131 @@ def test_committed_smoke_reference_is_readable_and_covers_every_trained_method()
     trained = {n for n in reg.names() if reg.source(n) == "builtin" and reg.get(n).encoder == "trained"}
     assert trained <= methods, f"the smoke reference lacks {sorted(trained - methods)}: run baselines/regression/smoke.sh update"
     assert all(math.isfinite(e.value) for e in ref.entries.values() if e.direction != "label")
+
+
+# ----------------------------------------------------------------------------- what an attack broke
+
+
+def _knn_drop(tmp_path, records):
+    """A baseline and a current run whose kNN top-1 dropped by 0.20 on every seed of simsiam."""
+    base = records.write(tmp_path / "base", records.sweep(records.base_scores))
+    worse = copy.deepcopy(records.base_scores)
+    for seed in (0, 1):
+        worse["simsiam"][seed]["knn"] -= 0.2
+    return base, records.write(tmp_path / "cur", records.sweep(worse))
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--abs-tol", "nan"], "--abs-tol must be a finite number >= 0, got nan"),
+        (["--abs-tol", "inf"], "--abs-tol must be a finite number >= 0, got inf"),
+        (["--abs-tol", "-0.5"], "--abs-tol must be a finite number >= 0, got -0.5"),
+        (["--ci-mult", "nan"], "--ci-mult must be a finite number >= 0, got nan"),
+        (["--tol", "knn.*=nan"], "--tol 'knn.*=nan': VALUE must be a finite number >= 0"),
+        (["--tol", "knn.*=nan%"], "--tol 'knn.*=nan%': VALUE must be a finite number >= 0"),
+        (["--tol", "knn.*=inf"], "--tol 'knn.*=inf': VALUE must be a finite number >= 0"),
+        (["--tol", "knn.*=-1"], "--tol 'knn.*=-1': VALUE must be a finite number >= 0"),
+    ],
+)
+def test_a_tolerance_that_is_not_a_finite_number_ge_0_is_refused(tmp_path, cli, records, flags, message):
+    base, cur = _knn_drop(tmp_path, records)
+    res = cli("compare", str(base), str(cur), *flags)
+    assert res.rc == 2  # passed the -0.20 drop with exit 0
+    err = res.err
+    assert err.startswith(f"sslbench: error: {message}") and len(err.strip().splitlines()) == 1
+
+
+def test_tolerances_given_in_code_are_checked_too():
+    b, c = side(knn__top1=Entry(0.8, NAN, "higher", 1)), side(knn__top1=Entry(0.6, NAN, "higher", 1))
+    for kw in ({"abs_tol": NAN}, {"ci_mult": math.inf}, {"tolerances": {"knn.*": "nan"}}, {"tolerances": {"knn.*": "-1%"}}):
+        with pytest.raises(SslbenchError, match="must be a finite number >= 0"):
+            compare.compare(b, c, **kw)
+
+
+def _with_nan_knn(results, methods):
+    return [dataclasses.replace(r, metrics={**r.metrics, "top1": float("nan")})
+            if r.run.method in methods and r.protocol.name == "knn" else r for r in results]
+
+
+@pytest.mark.parametrize("sides", ["both", "current", "baseline"])
+def test_a_nan_metric_is_missing_on_either_side_or_both(tmp_path, cli, records, sides):
+    sweep = records.sweep(records.base_scores)
+    base = records.write(tmp_path / "base", _with_nan_knn(sweep, {"simsiam"} if sides != "current" else set()))
+    cur = records.write(tmp_path / "cur", _with_nan_knn(sweep, {"simsiam"} if sides != "baseline" else set()))
+    result = compare.compare(compare.load(base), compare.load(cur))
+    row = next(r for r in result.rows if (r.method, r.metric) == ("simsiam", "knn.top1"))
+    assert row.verdict == "missing" and not result.passed
+    assert all(r.verdict == "ok" for r in result.rows if (r.method, r.metric) != ("simsiam", "knn.top1"))
+    res = cli("compare", str(base), str(cur))
+    assert res.rc == 1
+    line = next(ln for ln in res.out.splitlines() if ln.startswith("simsiam") and " knn.top1 " in ln)
+    assert line.split()[-1] == "missing" and "nan" in line
+
+
+def test_an_explicit_nan_in_a_leaderboard_row_is_missing_and_null_is_not_measured():
+    doc = {"schema_version": 2, "directions": {"knn.top1": "higher", "linear.top1": "higher"},
+           "rows": [{"method": "m", "n_seeds": 1, "knn.top1": float("nan"), "linear.top1": None}]}
+    result = compare.compare(compare.load(doc), compare.load(copy.deepcopy(doc)))
+    assert [(r.metric, r.verdict) for r in result.rows] == [("knn.top1", "missing")]
+
+
+def _lb(tmp_path, **change):
+    doc = {"schema_version": 2, "directions": {"knn.top1": "higher"},
+           "rows": [{"method": "m", "n_seeds": 1, "knn.top1": 0.8}], **change}
+    (tmp_path / "lb.json").write_text(json.dumps(doc))
+    return tmp_path / "lb.json"
+
+
+def _result_dir(tmp_path, doc):
+    """A run directory holding one result file of ``doc``."""
+    path = tmp_path / "run" / "m" / "seed0" / "results" / "knn.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(doc))
+    return tmp_path / "run"
+
+
+def _fifo(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "lb.json")
+    return tmp_path / "lb.json"
+
+
+#: A well-formed result record, as sslbench writes it, that the cases below break one part of.
+_KNN_RESULT = {"schema_version": 1, "method": "m", "seed": 0, "encoder_kind": "trained", "train": {"status": "finished"},
+               "dataset": {"name": "digits", "fingerprint": "f" * 64}, "metrics": {"top1": 0.8},
+               "protocol": {"name": "knn", "version": "1", "params": {}, "main_metric": "top1",
+                            "directions": {"top1": "higher"}}}
+
+MALFORMED = {
+    "rows_an_int": (lambda t: _lb(t, rows=3), "'rows' must be a list"),
+    "row_without_method": (lambda t: _lb(t, rows=[{"knn.top1": 0.8}]), "row 0 has no 'method' name"),
+    "row_not_an_object": (lambda t: _lb(t, rows=[[1, 2]]), "row 0 is a list, not an object"),
+    "n_seeds_abc": (lambda t: _lb(t, rows=[{"method": "m", "n_seeds": "abc"}]), "'n_seeds' must be a count, got 'abc'"),
+    "directions_a_list": (lambda t: _lb(t, directions=["knn.top1"]), "'directions' must map metrics"),
+    "direction_sideways": (lambda t: _lb(t, directions={"knn.top1": "sideways"}), "'directions' must map metrics"),
+    "settings_a_string": (lambda t: _lb(t, settings="x"), "'settings' must be a JSON object"),
+    "result_a_list": (lambda t: _result_dir(t, [1, 2]), "holds a JSON list, not an object"),
+    "result_without_seed": (lambda t: _result_dir(t, {k: v for k, v in _KNN_RESULT.items() if k != "seed"}),
+                            "not a result record (no 'seed')"),
+    "result_seed_a_string": (lambda t: _result_dir(t, {**_KNN_RESULT, "seed": "0"}), "'seed' must be an integer"),
+    "result_protocol_a_string": (lambda t: _result_dir(t, {**_KNN_RESULT, "protocol": "knn"}),
+                                 "'protocol' must be a JSON object"),
+    "result_metrics_a_list": (lambda t: _result_dir(t, {**_KNN_RESULT, "metrics": [0.8]}),
+                              "'metrics' must be a JSON object"),
+    "fifo": (_fifo, "is not a regular file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_input_exits_2_not_1(tmp_path, cli, case):
+    build, message = MALFORMED[case]
+    (tmp_path / "good").mkdir()
+    good = _lb(tmp_path / "good")
+    bad = build(tmp_path)
+    for argv in (["compare", str(good), str(bad)], ["compare", str(bad), str(good)]):
+        res = cli(*argv)
+        assert res.rc == 2  # a traceback (exit 1, a regression's code) before
+        err = res.err
+        assert err.startswith("sslbench: error: ") and message in err and len(err.strip().splitlines()) == 1

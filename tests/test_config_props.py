@@ -128,3 +128,45 @@ def test_the_serialiser_round_trips():
 
     doc = {"run": {"seeds": [0, 1], "out": 'a"b\\c\x01'}, "variants": {"../x": {"loss": {"cov_coeff": 2.0}}}}
     assert tomllib.loads(to_toml(doc)) == doc
+
+
+numbers = st.one_of(st.integers(-3, 40), st.integers(-(2**63), 2**63 - 1),
+                    st.floats(allow_nan=True, allow_infinity=True), st.floats(-2.0, 2.0))
+VIEW_KEYS = ["crop_scale", "crop_ratio", "flip_p", "jitter_p", "brightness", "blur_sigma", "solarize_p"]
+numeric_documents = st.fixed_dictionaries({}, optional={
+    "run": st.fixed_dictionaries({"preset": st.just("smoke"), "methods": st.just(["simsiam"])},
+                                 optional={"epochs": numbers, "width": numbers, "seeds": st.lists(numbers, max_size=3)}),
+    "train": st.dictionaries(st.sampled_from(TRAIN_KEYS), numbers, max_size=4),
+    "views": st.dictionaries(st.sampled_from(VIEW_KEYS), numbers | st.lists(numbers, max_size=3), max_size=3),
+    "heads": st.dictionaries(st.sampled_from(["proj_dim", "proj_hidden", "pred_hidden"]), numbers, max_size=2),
+})
+
+
+def _sane(cfg: RunConfig) -> None:
+    """What every number of a resolved recipe must be, written out (not via sslbench.config's bounds)."""
+    assert 1 <= cfg.width <= 4096 and all(0 <= s < 2**32 for s in cfg.seeds)
+    for name in cfg.methods:
+        train, heads, views = cfg.recipe(registry("methods").get(name))
+        assert 1 <= train.epochs <= 100_000 and 2 <= train.batch_size and 2 <= train.probe_images
+        assert math.isfinite(train.lr) and train.lr > 0 and 0 <= train.momentum < 1
+        assert math.isfinite(train.weight_decay) and train.weight_decay >= 0
+        assert 0 <= train.warmup_epochs <= 100_000 and 0 <= train.final_lr_ratio <= 1
+        assert all(isinstance(v, int) and 1 <= v <= 65536 for v in heads.values())
+        for v in views:
+            assert len(v.crop_scale) == 2 and 0 < v.crop_scale[0] <= v.crop_scale[1] <= 1
+            assert len(v.crop_ratio) == 2 and 0 < v.crop_ratio[0] <= v.crop_ratio[1] < math.inf
+            assert len(v.blur_sigma) == 2 and 0 < v.blur_sigma[0] <= v.blur_sigma[1] < math.inf
+            assert all(0 <= p <= 1 for p in (v.flip_p, v.jitter_p, v.brightness, v.solarize_p))
+
+
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=numeric_documents)
+def test_a_config_that_loads_has_only_numbers_a_run_can_use(tmp_path, doc):
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(doc), encoding="utf-8")
+    try:
+        cfg = load_toml(path).resolved()
+    except SslbenchError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    _sane(cfg)

@@ -4,6 +4,9 @@ ImageFolder, fingerprints and channel statistics. No test touches the network.""
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,8 +18,10 @@ from sslbench.data import channel_stats, common, fashion_mnist, fingerprint, loa
 from sslbench.data.digits import load_digits
 from sslbench.data.fashion_mnist import FILES, load_fashion_mnist
 from sslbench.data.idx import read_idx, write_idx
-from sslbench.data.imagefolder import load_imagefolder
+from sslbench.data.imagefolder import _scan, load_imagefolder
 from sslbench.errors import SslbenchError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -359,3 +364,38 @@ def test_torchvision_set_conversion(tmp_path, monkeypatch):
     expected = FakeCIFAR(None).data.transpose(0, 3, 1, 2)
     np.testing.assert_array_equal(data.train_images.numpy(), expected)
     assert data.train_labels.dtype == torch.int64 and data.source == str(tmp_path)
+
+
+def _scan_in_child(path: Path) -> subprocess.CompletedProcess:
+    """``_scan(path)`` in a child process with a timeout: a symlink loop used to hang it."""
+    code = ("import sys; from pathlib import Path; from sslbench.data.imagefolder import _scan; "
+            "files, labels, classes = _scan(Path(sys.argv[1])); "
+            "print(classes, [labels.count(i) for i in range(len(classes))], len(set(map(str, files))))")
+    return subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+
+
+@pytest.mark.parametrize("loops", [1, 2, 3])
+def test_imagefolder_symlink_loops_count_each_image_once_and_do_not_hang(tmp_path, loops):
+    write_pngs(tmp_path / "ds", {"a": 3, "b": 2}, size=(8, 8))
+    (tmp_path / "ds" / "a" / "sub").mkdir()
+    for i in range(loops):  # one loop counted class a 41 times; two hung the loader
+        (tmp_path / "ds" / "a" / f"loop{i}").symlink_to(tmp_path / "ds" / "a")
+    (tmp_path / "ds" / "a" / "sub" / "up").symlink_to(tmp_path / "ds" / "a")
+    (tmp_path / "ds" / "b" / "root").symlink_to(tmp_path / "ds")  # the dataset folder: a loop through b too
+    (tmp_path / "ds" / "b" / "other_class").symlink_to(tmp_path / "ds" / "a")
+    proc = _scan_in_child(tmp_path / "ds")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["['a',", "'b']", "[3,", "2]", "5"]
+
+
+def test_imagefolder_still_follows_a_symlinked_folder_that_is_no_loop(tmp_path):
+    write_pngs(tmp_path / "ds", {"a": 5, "b": 5}, size=(8, 8))
+    write_pngs(tmp_path / "elsewhere", {"more": 2}, size=(8, 8), seed=1)
+    (tmp_path / "ds" / "a" / "more").symlink_to(tmp_path / "elsewhere" / "more")
+    (tmp_path / "ds" / "a" / "again").symlink_to(tmp_path / "elsewhere" / "more")  # a second link: walked once
+    files, labels, _ = _scan(tmp_path / "ds")
+    assert labels.count(0) == 7 and labels.count(1) == 5
+    assert sorted(p.name for p in files if p.parent.name in ("more", "again")) == ["0.png", "1.png"]
+    data = load_imagefolder(str(tmp_path / "ds"), image_size=8)
+    assert len(data.train_labels) + len(data.test_labels) == 12

@@ -1,9 +1,15 @@
 """``sslbench eval``: precomputed features and external encoders, and every way their input can be bad."""
 
 import builtins
+import io
 import json
+import os
 import pickle
+import subprocess
+import sys
 import warnings
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +21,8 @@ from sslbench.data import fingerprint
 from sslbench.features import encoder_hash
 from sslbench.protocol import Evaluation, Protocol
 from sslbench.registry import registry
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def separable(n_train=80, n_test=40, dim=8, classes=4, seed=0):
@@ -185,6 +193,133 @@ def test_feature_flags_conflict(tmp_path, cli):
     np.savez(tmp_path / "e.npz", **separable())
     rc, _, err = cli("eval", "--features", str(tmp_path / "e.npz"), "--arch", "convnet")
     assert rc == 2 and "--arch go(es) with --encoder" in err
+
+
+def _header_only(shape, dtype, data_bytes):
+    """An ``.npy`` member: a header declaring ``shape`` of ``dtype``, then ``data_bytes`` zero bytes."""
+    buf = io.BytesIO()
+    descr = np.lib.format.dtype_to_descr(np.dtype(dtype))
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buf.getvalue() + b"\0" * data_bytes
+
+
+def test_a_tiny_file_declaring_a_trillion_elements_is_refused_from_its_header(tmp_path, cli):
+    path = tmp_path / "tiny.npz"
+    with zipfile.ZipFile(path, "w") as zf:  # 1 KB on disk; np.load asked for 3.64 TiB
+        zf.writestr("train_x.npy", _header_only((10**6, 10**6), "<f4", 64))
+        zf.writestr("train_y.npy", _header_only((10**6,), "<i8", 64))
+        zf.writestr("test_x.npy", _header_only((2, 2), "<f4", 16))
+        zf.writestr("test_y.npy", _header_only((2,), "<i8", 16))
+    rc, _, err = cli("eval", "--features", str(path), "--protocols", "knn", "--out", str(tmp_path / "out"))
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "array train_x in" in err and "declares shape (1000000, 1000000)" in err and "holds 64 bytes" in err
+
+
+BOMB = """
+import sys
+from sslbench.feature_files import load_features
+from sslbench.errors import SslbenchError
+
+
+def peak_kb():  # VmHWM: this process's peak RSS (ru_maxrss would carry the parent's across exec)
+    return int(next(ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM:")))
+
+
+before = peak_kb()
+try:
+    load_features(sys.argv[1])
+    print("loaded")
+except SslbenchError as e:
+    print("refused:", e)
+print("grew_kb", peak_kb() - before)
+"""
+
+
+def _bomb(path, rows, cols, label_rows):
+    """An .npz whose train_x is ``rows x cols`` float32 zeros, deflated (~1000x) and written in chunks."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("train_x.npy", "w", force_zip64=True) as f:
+            f.write(_header_only((rows, cols), "<f4", 0))
+            chunk = b"\0" * (cols * 4 * 1000)
+            for _ in range(rows // 1000):
+                f.write(chunk)
+        zf.writestr("train_y.npy", _header_only((label_rows,), "<i8", 8 * label_rows))
+        zf.writestr("test_x.npy", _header_only((2, cols), "<f4", 8 * cols))
+        zf.writestr("test_y.npy", _header_only((2,), "<i8", 16))
+
+
+@pytest.mark.parametrize("case", ["over_the_limit", "labels_do_not_match"])
+def test_a_zip_bomb_is_refused_before_it_is_decompressed(tmp_path, case):
+    path = tmp_path / "bomb.npz"
+    rows, cols = 50_000, 1000  # 200 MB of float32 zeros in a file of about 200 KB
+    _bomb(path, rows, cols, rows if case == "over_the_limit" else 3)
+    assert path.stat().st_size < 2_000_000
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if case == "over_the_limit":
+        env["SSLBENCH_MAX_FEATURE_BYTES"] = str(100 * 2**20)
+    proc = subprocess.run([sys.executable, "-c", BOMB, str(path)], capture_output=True, text=True, timeout=120,
+                          env=env, check=False)
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    if case == "over_the_limit":
+        assert "declares 0.187 GiB of arrays, more than the limit of 0.0977 GiB" in out and "SSLBENCH_MAX_FEATURE_BYTES" in out
+    else:
+        assert "train_y in" in out and "has 3 labels but train_x has 50000 rows" in out
+    grew_mb = int(out.split("grew_kb")[1]) / 1024
+    assert grew_mb < 40, f"peak memory grew by {grew_mb:.0f} MB before the refusal"
+
+
+def test_the_feature_size_limit_variable_must_be_a_positive_count(tmp_path, monkeypatch, cli):
+    np.savez(tmp_path / "e.npz", **separable())
+    monkeypatch.setenv("SSLBENCH_MAX_FEATURE_BYTES", "lots")
+    rc, _, err = cli("eval", "--features", str(tmp_path / "e.npz"), "--out", str(tmp_path / "out"))
+    assert rc == 2 and "SSLBENCH_MAX_FEATURE_BYTES must be a positive number of bytes, got 'lots'" in err
+
+
+def test_a_directory_or_fifo_as_features_says_what_it_is(tmp_path, cli):
+    (tmp_path / "dir.npz").mkdir()
+    os.mkfifo(tmp_path / "fifo.npz")
+    for name, what in (("dir.npz", "is a directory; give the .npz file"), ("fifo.npz", "is not a regular file")):
+        rc, _, err = cli("eval", "--features", str(tmp_path / name), "--out", str(tmp_path / "out"))
+        assert rc == 2 and what in err and "does not exist" not in err
+
+
+@pytest.mark.parametrize("big", [10**6, 2**31 - 1])
+def test_a_huge_label_costs_no_more_than_a_small_one(tmp_path, cli, big):
+    """Labels {0, big} give the same kNN and linear results as {0, 1}: they are remapped to 0..C-1 (kNN asked
+    for 1.56 TiB at 2**31 - 1; the linear probe ran past 300 s at 10**6)."""
+    arrays = separable(classes=2)
+    np.savez(tmp_path / "small.npz", **arrays)
+    np.savez(tmp_path / "big.npz", **{**arrays, "train_y": arrays["train_y"] * big, "test_y": arrays["test_y"] * big})
+    for name in ("small", "big"):
+        rc, _, err = cli("eval", "--features", str(tmp_path / f"{name}.npz"), "--protocols", "knn,linear",
+                         "--out", str(tmp_path / "out"), "--name", name)
+        assert rc == 0, err
+    for proto in ("knn", "linear"):
+        small, big_doc = result(tmp_path / "out", "small", proto), result(tmp_path / "out", "big", proto)
+        assert big_doc["metrics"] == small["metrics"] and small["metrics"]["top1"] == 1.0
+    assert result(tmp_path / "out", "big", "knn")["dataset"]["fingerprint"] != result(tmp_path / "out", "small", "knn")["dataset"]["fingerprint"]
+
+
+def test_labels_are_remapped_to_contiguous_classes_in_order():
+    from sslbench.feature_files import contiguous_labels
+
+    (a, b), classes = contiguous_labels(np.array([5, 9, 5, 40]), np.array([9, 12]))
+    assert a.tolist() == [0, 1, 0, 3] and b.tolist() == [1, 2] and classes.tolist() == [5, 9, 12, 40]
+    same = np.array([0, 2, 1, 2])
+    (c,), classes = contiguous_labels(same)
+    assert c is same and classes.tolist() == [0, 1, 2]
+
+
+def test_a_single_class_file_is_warned_about(tmp_path, cli):
+    arrays = separable()
+    np.savez(tmp_path / "one.npz", **{**arrays, "train_y": np.full(80, 7), "test_y": np.full(40, 7)})
+    rc, _, err = cli("eval", "--features", str(tmp_path / "one.npz"), "--protocols", "knn",
+                     "--out", str(tmp_path / "out"))
+    assert rc == 0 and result(tmp_path / "out", "one", "knn")["metrics"]["top1"] == 1.0
+    line = next(ln for ln in err.splitlines() if "warning" in ln)
+    assert line.startswith("sslbench: warning: ") and "train_y holds a single class (7)" in line
+    assert "every accuracy is 1.0 by construction" in line
 
 
 # ----------------------------------------------------------------------------- encoders

@@ -60,12 +60,17 @@ def consistent(draw) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _check_valid(fs) -> None:
+def _check_valid(fs, arrays=None) -> None:
     for split in (fs.train, fs.test):
         x, y = split.x, split.y
         assert x.dtype == np.float32 and x.ndim == 2 and np.isfinite(x).all() and len(x) > 0
         assert y.dtype == np.int64 and y.shape == (len(x),) and (y >= 0).all()
     assert fs.train.x.shape[1] == fs.test.x.shape[1]
+    labels = np.concatenate([fs.train.y, fs.test.y])
+    assert sorted(set(labels.tolist())) == list(range(fs.num_classes))  # classes 0..C-1, none skipped
+    if arrays is not None:  # the same classes as the file's, in the same order
+        given = np.concatenate([arrays["train_y"], arrays["test_y"]]).astype(np.float64)
+        assert (np.sign(labels[:, None] - labels[None, :]) == np.sign(given[:, None] - given[None, :])).all()
 
 
 @SETTINGS
@@ -78,7 +83,7 @@ def test_any_arrays_give_features_or_an_sslbench_error(tmp_path, arrays, compres
     except SslbenchError as e:
         assert str(e)
         return
-    _check_valid(fs)
+    _check_valid(fs, arrays)
     assert len(fp) == 64
 
 

@@ -13,7 +13,6 @@ import torch
 
 import sslbench.data.fashion_mnist as fashion_mnist
 from sslbench.backbones import build_backbone
-from sslbench.cli import main
 from sslbench.errors import SslbenchError
 
 SMOKE = ["run", "--preset", "smoke", "--methods", "vicreg_mod", "--references", "", "--protocols", "knn"]
@@ -84,18 +83,24 @@ CASES = {
     "features_inf": (lambda t, m: _features(t, test_x=_nan((12, 4), (0, 0), -np.inf)), ["test_x has NaN or Inf in 1 rows"]),
     "features_mismatched_labels": (lambda t, m: _features(t, train_y=np.arange(39) % 4), ["has 39 labels but train_x has 40"]),
     "out_not_writable": (lambda t, m: _under_a_file(t), ["cannot create output directory", "pass another --out"]),
+    "toml_epochs_zero": (lambda t, m: _toml(t, "[train]\nepochs = 0\n"), ["c.toml [train]: 'epochs' must be an integer in 1..100000, got 0"]),
+    "toml_width_zero": (lambda t, m: _toml(t, "[run]\nwidth = 0\n"), ["c.toml [run]: 'width' must be an integer in 1..4096, got 0"]),
+    "toml_lr_nan": (lambda t, m: _toml(t, "[train.vicreg_mod]\nlr = nan\n"), ["c.toml [train.vicreg_mod]: 'lr' must be a finite number > 0"]),
+    "toml_one_crop_scale": (lambda t, m: _toml(t, "[views]\ncrop_scale = [0.5]\n"), ["c.toml [views]: 'crop_scale' must be [lo, hi]"]),
+    "toml_variant_own_base": (lambda t, m: _toml(t, '[variants.v1]\nbase = "v1"\nloss = {cov_coeff = 2.0}\n'),
+                              ["variant 'v1' is its own base"]),
+    "config_dev_zero": (lambda t, m: [*SMOKE, "--config", "/dev/zero"], ["config file /dev/zero is not a regular file"]),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, case):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, cli, case):
     build, expected = CASES[case]
     monkeypatch.chdir(tmp_path)  # default --out lands here
     argv = build(tmp_path, monkeypatch)
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "out")]
-    rc = main(argv)
-    err = capsys.readouterr().err
+    rc, _, err = cli(*argv)
     assert rc == 2, err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines[-1].startswith("sslbench: error: ") and "Traceback" not in err
@@ -105,18 +110,48 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, case):
         assert text in lines[-1]
 
 
-def test_debug_shows_the_traceback():
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--epochs", "0"], "argument --epochs: must be an integer in 1..100000, got 0"),  # trained the preset's epochs
+        (["--epochs", "-3"], "argument --epochs: must be an integer in 1..100000, got -3"),  # 'finished' untrained
+        (["--epochs", "1e20"], "argument --epochs: must be an integer in 1..100000, got 100000000000000000000"),
+        (["--seeds", "0,-1"], "argument --seeds: must each be an integer in 0..4294967295, got -1"),  # crashed after training
+        (["--seeds", "100000000000000000000"], "argument --seeds: must each be an integer in 0..4294967295"),
+        (["--seeds", "1e20"], "argument --seeds: must each be an integer in 0..4294967295"),
+        (["--out", ""], "argument --out: must not be empty"),
+    ],
+)
+def test_numeric_flags_out_of_range_stop_before_any_work(tmp_path, monkeypatch, cli, flags, expected):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = cli(*SMOKE, "--out", str(tmp_path / "out"), *flags)
+    assert rc == 2 and err.startswith(f"sslbench: error: {expected}") and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # no --out, no data: nothing started
+
+
+@pytest.mark.parametrize("flags, expected", [(["--width", "-8"], "argument --width: must be an integer in 1..4096, got -8"),
+                                             (["--width", "0"], "argument --width: must be an integer in 1..4096, got 0"),
+                                             (["--seed", "-1"], "argument --seed: must be an integer in 0..4294967295")])
+def test_eval_numeric_flags_out_of_range(tmp_path, cli, flags, expected):
+    (tmp_path / "enc.pt").write_bytes(b"never read")
+    rc, _, err = cli("eval", "--encoder", str(tmp_path / "enc.pt"), "--arch", "convnet", "--dataset", "digits",
+                     "--out", str(tmp_path / "out"), *flags)
+    assert rc == 2 and err.startswith(f"sslbench: error: {expected}") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_debug_shows_the_traceback(cli):
     with pytest.raises(SslbenchError, match="did you mean 'vicreg_mod'"):
-        main(["--debug", *SMOKE[:3], "--methods", "vicreg_mdo"])
+        cli("--debug", *SMOKE[:3], "--methods", "vicreg_mdo")
 
 
-def test_disk_full_while_writing_stops_with_one_line_and_loses_nothing(tmp_path, monkeypatch, capsys):
+def test_disk_full_while_writing_stops_with_one_line_and_loses_nothing(tmp_path, monkeypatch, cli):
     out = tmp_path / "out"
-    argv = ["run", "--preset", "smoke", "--methods", "", "--references", "raw_pixels,random_init",
+    argv = ["run", "--preset", "smoke", "--methods", "", "--floors", "raw_pixels,random_init",
             "--protocols", "knn,collapse", "--out", str(out)]
     monkeypatch.setenv("SSLBENCH_FAULT", "enospc:collapse.json")  # the disk fills up halfway through this file
-    assert main(argv) == 2
-    err = capsys.readouterr().err
+    rc, _, err = cli(*argv)
+    assert rc == 2
     last = err.strip().splitlines()[-1]
     assert last.startswith("sslbench: error: cannot write ") and "collapse.json: No space left on device" in last
     assert "free some space" in last and "rerun the same command" in last and "Traceback" not in err
@@ -129,5 +164,5 @@ def test_disk_full_while_writing_stops_with_one_line_and_loses_nothing(tmp_path,
 
     monkeypatch.delenv("SSLBENCH_FAULT")
     knn = (results / "knn.json").read_text()
-    assert main(argv) == 0
+    assert cli(*argv).rc == 0
     assert (results / "collapse.json").exists() and (results / "knn.json").read_text() == knn  # not recomputed

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from sslbench.cli import main
 from sslbench.config import load_toml
 from sslbench.errors import SslbenchError
 from sslbench.registry import registry
@@ -18,7 +17,7 @@ from sslbench.layout import RunLayout, check_path_name
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = Path("vicreg_mod/seed0")
-ARGS = ["run", "--preset", "smoke", "--methods", "vicreg_mod", "--references", "", "--protocols", "knn"]
+ARGS = ["run", "--preset", "smoke", "--methods", "vicreg_mod", "--floors", "", "--protocols", "knn"]
 
 
 class Evil:
@@ -32,9 +31,9 @@ class Evil:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def finished_run(tmp_path_factory, cli_session):
     out = tmp_path_factory.mktemp("base") / "out"
-    assert main([*ARGS, "--out", str(out)]) == 0
+    assert cli_session(*ARGS, "--out", str(out)).rc == 0
     return out
 
 
@@ -46,7 +45,7 @@ def _copy_without_results(src: Path, dst: Path) -> Path:
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("how", ["torch.save", "pickle", "inside_the_state"])
-def test_poisoned_training_checkpoint_is_refused_not_run(finished_run, tmp_path, capsys, how):
+def test_poisoned_training_checkpoint_is_refused_not_run(finished_run, tmp_path, cli, how):
     out = _copy_without_results(finished_run, tmp_path / "out")
     marker, ckpt = tmp_path / "PWNED", out / RUN / "checkpoint.pt"
     good = torch.load(ckpt, weights_only=True)
@@ -56,9 +55,7 @@ def test_poisoned_training_checkpoint_is_refused_not_run(finished_run, tmp_path,
         ckpt.write_bytes(pickle.dumps(Evil(marker)))
     else:
         torch.save({**good, "hook": Evil(marker)}, ckpt)
-    capsys.readouterr()
-    rc = main([*ARGS, "--out", str(out)])
-    err = capsys.readouterr().err
+    rc, _, err = cli(*ARGS, "--out", str(out))
     assert not marker.exists()
     assert rc == 1 and "Traceback" not in err  # this run fails, reported; the sweep goes on
     line = next(ln for ln in err.splitlines() if ln.startswith("ERROR vicreg_mod/seed0"))
@@ -66,24 +63,23 @@ def test_poisoned_training_checkpoint_is_refused_not_run(finished_run, tmp_path,
     assert not (out / RUN / "results" / "knn.json").exists()
 
 
-def test_truncated_training_checkpoint_is_reported_with_what_to_do(finished_run, tmp_path, capsys):
+def test_truncated_training_checkpoint_is_reported_with_what_to_do(finished_run, tmp_path, cli):
     out = _copy_without_results(finished_run, tmp_path / "out")
     ckpt = out / RUN / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
-    capsys.readouterr()
-    assert main([*ARGS, "--out", str(out)]) == 1
-    err = capsys.readouterr().err
+    rc, _, err = cli(*ARGS, "--out", str(out))
+    assert rc == 1
     assert "is truncated or corrupt" in err and "delete it" in err and "Traceback" not in err
     ckpt.unlink()  # what the message says to do: the run is retrained
-    assert main([*ARGS, "--out", str(out)]) == 0
+    assert cli(*ARGS, "--out", str(out)).rc == 0
 
 
-def test_poisoned_feature_cache_is_not_unpickled(finished_run, tmp_path, capsys):
+def test_poisoned_feature_cache_is_not_unpickled(finished_run, tmp_path, cli):
     out = _copy_without_results(finished_run, tmp_path / "out")
     marker = tmp_path / "PWNED"
     (entry,) = (out / "cache" / "features").iterdir()
     np.save(entry / "train_x.npy", np.array([Evil(marker)] * 3, dtype=object), allow_pickle=True)
-    assert main([*ARGS, "--out", str(out)]) == 0  # the damaged entry is recomputed
+    assert cli(*ARGS, "--out", str(out)).rc == 0  # the damaged entry is recomputed
     assert not marker.exists()
     assert np.load(entry / "train_x.npy").dtype == np.float32
 

@@ -9,7 +9,10 @@ Two layouts are accepted:
 The split layout wins when ``PATH/train`` and ``PATH/test`` (or ``val``) exist.
 Classes are the sorted sub-folder names of the train part (label = index);
 image files are found recursively below each class folder and sorted, so the
-result does not depend on the file system's listing order. Each image is
+result does not depend on the file system's listing order. Directory symlinks
+are followed, but each directory is walked once: a link back to a directory
+already walked (a loop), to the split folder above or to another class folder
+is not entered, so a loop neither counts images twice nor hangs the loader. Each image is
 resized on its shorter side and centre-cropped to ``image_size`` squared
 (``PIL.ImageOps.fit``, bilinear), and kept as RGB, or as one grey channel when
 every image in the folder is greyscale.
@@ -49,10 +52,34 @@ def _class_dirs(path: Path) -> list[Path]:
     return sorted((d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: d.name)
 
 
-def _images_in(directory: Path) -> list[Path]:
+DirId = tuple[int, int]
+
+
+def _dir_id(path: str | Path) -> DirId | None:
+    """``(device, inode)`` of the directory ``path`` resolves to; ``None`` when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _images_in(directory: Path, skip: frozenset[DirId] = frozenset()) -> list[Path]:
+    """Image files below ``directory``, sorted, each directory walked once.
+
+    Args:
+        directory: A class folder.
+        skip: Directories never to enter (the split folder and the other class folders).
+    """
+    seen = set(skip)
     files = []
     for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
-        dirnames.sort()
+        here = _dir_id(dirpath)
+        if here is None or here in seen:  # reached again through a symlink: a loop or a second link
+            dirnames.clear()
+            continue
+        seen.add(here)
+        dirnames[:] = sorted(d for d in dirnames if _dir_id(Path(dirpath) / d) not in seen)
         files += [Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(IMAGE_EXTENSIONS)]
     return files
 
@@ -75,8 +102,10 @@ def _scan(path: Path, classes: list[str] | None = None) -> tuple[list[Path], lis
     index = {c: i for i, c in enumerate(classes)}
     files: list[Path] = []
     labels: list[int] = []
+    ids = {d: _dir_id(d) for d in dirs}
     for d in dirs:
-        found = _images_in(d)
+        skip = frozenset(i for i in [_dir_id(path), *(ids[o] for o in dirs if o != d)] if i is not None)
+        found = _images_in(d, skip - {ids[d]})
         files += found
         labels += [index[d.name]] * len(found)
     if not files:
