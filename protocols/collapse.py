@@ -2,11 +2,13 @@
 
 Scale-aware, spectrum and geometry readings side by side (see
 :mod:`sslbench.embedding_stats` for each formula and its paper): RankMe,
-alpha-ReQ with the R^2 of its fit, the std of l2-normalised rows next to
-``1/sqrt(D)``, VICReg's variance hinge with the fraction of dead dimensions,
-the covariance spectrum and its collapsed-dimension count, uniformity, and the
-alignment of positive pairs made with the method's own augmentations. All in
-float64 on a seeded subsample.
+alpha-ReQ (this project's fit, with its R^2, and the authors' window), the std of
+l2-normalised rows next to ``1/sqrt(D)``, VICReg's variance hinge with the fraction
+of dead dimensions, the covariance spectrum with its collapsed-dimension count, its
+total variance (``spread``), participation ratio (``effective_dims``) and stable
+rank, uniformity and the Wasserstein-2 distance to an isotropic Gaussian, the
+alignment of positive pairs and LiDAR over several views per image, both made with
+the method's own augmentations. All in float64 on a seeded subsample.
 """
 
 from __future__ import annotations
@@ -21,13 +23,18 @@ from sslbench.embedding_stats import (
     COLLAPSE_STATUSES,
     alignment,
     alpha_req,
+    alpha_req_authors,
     collapse_status,
     collapsed_dimension_count,
     covariance_spectrum,
+    lidar,
+    participation_ratio,
     rankme,
+    stable_rank,
     std_of_l2_normalized,
     uniformity,
     variance_hinge,
+    wasserstein_uniformity,
 )
 from sslbench.errors import SslbenchError
 from sslbench.protocol import Evaluation, Protocol
@@ -64,12 +71,14 @@ def collapse_metrics(z: np.ndarray, uniformity_samples: int = 2000) -> tuple[dic
 
     Returns:
         ``(metrics, spectrum)``: metrics ``rankme``, ``std_l2``, ``std_l2_ref`` (``1/sqrt(D)``),
-        ``dim``, ``alpha_req``, ``alpha_req_r2``, ``var_hinge``, ``dead_frac``,
-        ``spectrum_collapsed_dims``, ``uniformity``; spectrum ``(min(N, D),)`` decreasing.
+        ``dim``, ``alpha_req``, ``alpha_req_r2``, ``alpha_req_authors``, ``alpha_req_authors_r2``,
+        ``var_hinge``, ``dead_frac``, ``spectrum_collapsed_dims``, ``spread``, ``effective_dims``,
+        ``stable_rank``, ``uniformity``, ``w2_uniformity``; spectrum ``(min(N, D),)`` decreasing.
     """
     d = z.shape[1]
     spectrum = covariance_spectrum(z)
     a, r2 = alpha_req(z)
+    a_authors, r2_authors = alpha_req_authors(z)
     hinge, dead = variance_hinge(z)
     metrics = {
         "rankme": rankme(z),
@@ -78,16 +87,18 @@ def collapse_metrics(z: np.ndarray, uniformity_samples: int = 2000) -> tuple[dic
         "dim": float(d),
         "alpha_req": a,
         "alpha_req_r2": r2,
+        "alpha_req_authors": a_authors,
+        "alpha_req_authors_r2": r2_authors,
         "var_hinge": hinge,
         "dead_frac": dead,
         "spectrum_collapsed_dims": float(collapsed_dimension_count(spectrum)),
+        "spread": float(spectrum.sum()),
+        "effective_dims": participation_ratio(spectrum),
+        "stable_rank": stable_rank(spectrum),
         "uniformity": uniformity(z[:uniformity_samples]),
+        "w2_uniformity": wasserstein_uniformity(z),
     }
     return metrics, spectrum
-
-
-#: ``status_code`` of each status: its position in the severity order.
-STATUS_CODES = {s: float(i) for i, s in enumerate(COLLAPSE_STATUSES)}
 
 
 @dataclass
@@ -101,8 +112,9 @@ class Collapse(Protocol):
 
     ``status`` is ``healthy``, ``dimensional`` or ``complete``
     (:func:`sslbench.embedding_stats.collapse_status`, the same rule the training
-    monitor applies) and ``status_code`` 0/1/2, judged on the projector outputs
-    where the loss acts. Encoders without a projector (floors, external encoders)
+    monitor applies; no threshold depends on the width), judged on the projector
+    outputs where the loss acts. With several views of a few test images it adds
+    ``lidar``/``z_lidar``. Encoders without a projector (floors, external encoders)
     get ``status`` ``"n/a"`` and no code: post-ReLU backbone features all lie in
     the positive orthant, so their uncentred readings are small even when healthy
     (a random ConvNet at 84.9% linear reads std_l2 0.005 against 1/sqrt(256) =
@@ -115,7 +127,7 @@ class Collapse(Protocol):
     """
 
     name: ClassVar[str] = "collapse"
-    version: ClassVar[str] = "2"
+    version: ClassVar[str] = "3"
     requires: ClassVar[frozenset[str]] = frozenset()
     metrics: ClassVar[dict[str, Direction]] = {
         "rankme": "higher",
@@ -124,14 +136,17 @@ class Collapse(Protocol):
         "z_rankme": "higher",
         "z_std_l2": "higher",
         "z_uniformity": "lower",
-        "status_code": "lower",
+        "z_effective_dims": "higher",
+        "z_w2_uniformity": "lower",
     }
     main_metric: ClassVar[str] = "rankme"
     labels: ClassVar[dict[str, tuple[str, ...]]] = {"status": COLLAPSE_STATUSES}
     #: RankMe lives on the scale of the feature dimension: allow 5% of its baseline.
     tolerances: ClassVar[dict[str, str]] = {"rankme": "5%", "z_rankme": "5%"}
-    readings: ClassVar[tuple[str, ...]] = ("rankme", "z_rankme", "alpha_req", "z_alpha_req", "uniformity",
-                                           "z_uniformity", "z_alignment")
+    readings: ClassVar[tuple[str, ...]] = ("rankme", "z_rankme", "alpha_req", "z_alpha_req", "alpha_req_authors",
+                                           "z_alpha_req_authors", "uniformity", "z_uniformity", "z_alignment",
+                                           "effective_dims", "z_effective_dims", "stable_rank", "z_stable_rank",
+                                           "w2_uniformity", "z_w2_uniformity", "lidar", "z_lidar")
     plots: ClassVar[dict[str, str]] = {"spectrum_backbone": "spectrum", "spectrum_projector": "spectrum"}
 
     max_samples: int = 10000
@@ -160,9 +175,11 @@ class Collapse(Protocol):
             pairs = features.pairs.layer(layer) if features.pairs is not None else None
             if pairs is not None:
                 m["alignment"] = alignment(*pairs)
+            views = features.views.layer(layer) if features.views is not None else None
+            if views is not None:
+                m["lidar"] = lidar(views)
             out.update({prefix + k: v for k, v in m.items()})
             artifacts[f"spectrum_{layer}"] = spectrum
         if features.test.z is not None:
-            out["status"] = collapse_status(out["z_std_l2"], int(out["z_dim"]), out["z_rankme"], out["z_uniformity"])
-            out["status_code"] = STATUS_CODES[out["status"]]
+            out["status"] = collapse_status(out["z_spread"], out["z_effective_dims"], out["z_uniformity"])
         return Evaluation(out, artifacts)

@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=_out, help="output directory (default runs)")
     r.add_argument("--device", help="cpu (default) or cuda")
     r.add_argument("--config", help="TOML config file (preset < file < flags)")
+    r.add_argument("--split", choices=("test", "val"),
+                   help="score on the test split (default) or on a seeded held-out 20%% of train (val), "
+                        "for choosing recipes without looking at test")
 
     e = sub.add_parser("eval", help="evaluate an external encoder or precomputed features, print the leaderboard")
     src = e.add_mutually_exclusive_group(required=True)
@@ -103,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=_number("seed"), default=0, help="seed passed to the protocols (default 0)")
     e.add_argument("--out", type=_out, default="runs", help="output directory (default runs)")
     e.add_argument("--device", default="cpu", help="cpu (default) or cuda, for feature extraction")
+    e.add_argument("--split", choices=("test", "val"), default="test",
+                   help="score on the test split (default) or on a seeded held-out 20%% of train (val)")
 
     ls = sub.add_parser("ls", help="list what is registered")
     ls.add_argument("kind", nargs="?", default="all", help="methods | protocols | datasets | backbones | presets")
@@ -111,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("dirs", nargs="+", help="run directories (--out of earlier runs)")
     lb.add_argument("--format", default="md", help="what to print: md (default) | csv | json | html")
     lb.add_argument("--write", help="also write leaderboard.{md,csv,json,html} into this directory")
+    lb.add_argument("--split", choices=("test", "val"), default="test", help="which split's results (default test)")
 
     from sslbench import compare
 
@@ -146,10 +152,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "transfer": args.transfer,
         "out": args.out,
         "device": args.device,
+        "split": args.split,
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
     failures = run(cfg)
-    _write_leaderboard(cfg.out)
+    _write_leaderboard(cfg.out, cfg.split)
     return 1 if failures else 0
 
 
@@ -158,11 +165,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     fields = {f.name for f in dataclasses.fields(EvalConfig)}
     failures = evaluate(EvalConfig(**{k: v for k, v in vars(args).items() if k in fields}))
-    _write_leaderboard(args.out)
+    _write_leaderboard(args.out, args.split)
     return 1 if failures else 0
 
 
-def _write_leaderboard(out: str) -> None:
+def _write_leaderboard(out: str, split: str = "test") -> None:
     """Rebuild the leaderboard of ``out`` from its records, write it, print it (rank 0 only); its
     warnings (mixed data fingerprints or protocol versions) go to stderr too."""
     from sslbench import distributed, leaderboard, leaderboard_render
@@ -172,11 +179,11 @@ def _write_leaderboard(out: str) -> None:
     if not distributed.launched_as_main():
         return
     layout = RunLayout(out)
-    board = leaderboard.build(find_records(layout.out))
+    board = leaderboard.build(find_records(layout.out, split))
     for note in board.notes:
         if note.startswith("WARNING"):
             print(f"sslbench: {note}", file=sys.stderr, flush=True)
-    print(leaderboard_render.write(board, layout))
+    print(leaderboard_render.write(board, layout, split))
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
@@ -203,9 +210,9 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
     if args.format not in leaderboard_render.FORMATS:
         raise did_you_mean(args.format, leaderboard_render.FORMATS, "leaderboard format")
-    board = leaderboard.build(load_records(args.dirs))
+    board = leaderboard.build(load_records(args.dirs, args.split))
     if args.write:
-        leaderboard_render.write(board, RunLayout(args.write))
+        leaderboard_render.write(board, RunLayout(args.write), args.split)
     print(leaderboard_render.render(board, args.format), end="")
     return 0
 

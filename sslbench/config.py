@@ -41,7 +41,7 @@ import typing
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sslbench.method import ViewConfig
 from sslbench.errors import SslbenchError, did_you_mean
@@ -235,6 +235,8 @@ class RunConfig:
         heads: Head sizes for every method with that head (``[heads]``); a sub-table
             named for a method applies to it and its variants (``[heads.vicreg]``).
         protocol_params: Per-protocol parameters (``[protocols.NAME]``).
+        split: What the protocols score on: ``test``, or ``val`` (a seeded held-out part
+            of train, :mod:`sslbench.splits`) for choosing recipes without the test split.
     """
 
     methods: list[str] = field(default_factory=lambda: ["simsiam", "vicreg_mod"])
@@ -256,6 +258,7 @@ class RunConfig:
     views: dict[str, Any] = field(default_factory=dict)
     heads: dict[str, int | dict[str, int]] = field(default_factory=dict)
     protocol_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    split: Literal["test", "val"] = "test"
 
     def preset_obj(self) -> Preset:
         """The :class:`Preset` named by ``preset``."""

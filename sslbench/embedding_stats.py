@@ -13,9 +13,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-#: Complete collapse: std of l2-normalised embeddings below this fraction of the
-#: healthy ``1/sqrt(D)``. Shared by the training-time monitor and the collapse protocol.
-COMPLETE_COLLAPSE_STD_FRACTION = 0.1
 #: The collapse statuses of :func:`collapse_status`, in severity order (best first).
 COLLAPSE_STATUSES = ("healthy", "dimensional", "complete")
 #: Optimiser steps before the training-time monitor's reading counts: eval-mode batch
@@ -23,11 +20,6 @@ COLLAPSE_STATUSES = ("healthy", "dimensional", "complete")
 #: before ~50 updates at momentum 0.1 (0.9^50 < 0.01); earlier readings can look
 #: collapsed when they are not.
 PROBE_WARMUP_STEPS = 50
-
-
-def is_completely_collapsed(std_l2: float, dim: int) -> bool:
-    """Whether ``std_l2`` (:func:`std_of_l2_normalized`) of ``dim``-d embeddings reads complete collapse."""
-    return std_l2 < COMPLETE_COLLAPSE_STD_FRACTION / float(np.sqrt(dim))
 
 
 def std_of_l2_normalized(z: torch.Tensor) -> torch.Tensor:
@@ -256,35 +248,8 @@ def uniformity(z: np.ndarray | torch.Tensor, t: float = 2.0) -> float:
 
 #: Dimensional collapse: uniformity (t=2) of the l2-normalised outputs above this value.
 #: Points spread over a circle (2 dims) read -1.58, two antipodal clusters (1 dim) -0.69 and
-#: a healthy high-dimensional spread about -4; on Fashion-MNIST every variant that lost
-#: accuracy to a narrowed projector read -0.9 to -0.7, every healthy method -2.2 to -3.7.
+#: a healthy high-dimensional spread about -4.
 DIMENSIONAL_UNIFORMITY = -1.0
-#: Dimensional collapse: RankMe below this fraction of D (the spectrum reading).
-DIMENSIONAL_RANKME_FRACTION = 0.01
-
-
-def collapse_status(std_l2: float, dim: int, rankme_value: float, uniformity_value: float) -> str:
-    """``complete``, ``dimensional`` or ``healthy``, from readings of l2-normalised outputs.
-
-    One scale-aware and two spread readings are needed (docs/reference/collapse_metrics.md): complete
-    collapse drives :func:`std_of_l2_normalized` below
-    :data:`COMPLETE_COLLAPSE_STD_FRACTION` of ``1/sqrt(D)``; dimensional collapse keeps
-    that std near ``1/sqrt(D)`` but confines the points to a few directions, which
-    :func:`uniformity` (above :data:`DIMENSIONAL_UNIFORMITY`) or :func:`rankme` (below
-    :data:`DIMENSIONAL_RANKME_FRACTION` of D) reads. Shared by the training-time
-    monitor and the ``collapse`` protocol.
-
-    Args:
-        std_l2: :func:`std_of_l2_normalized` of the outputs.
-        dim: Their dimension D.
-        rankme_value: :func:`rankme` of the outputs.
-        uniformity_value: :func:`uniformity` (t=2) of the outputs.
-    """
-    if is_completely_collapsed(std_l2, dim):
-        return "complete"
-    if uniformity_value > DIMENSIONAL_UNIFORMITY or rankme_value < DIMENSIONAL_RANKME_FRACTION * dim:
-        return "dimensional"
-    return "healthy"
 
 
 def participation_ratio(spectrum: np.ndarray) -> float:
@@ -337,8 +302,8 @@ def stable_rank(spectrum: np.ndarray) -> float:
 
 #: Complete collapse (width-free rule): total variance ``tr S`` of the l2-normalised rows
 #: below this. ``tr S = 1 - ||mean||^2`` is 1 for any centred spread on the sphere and 0 when
-#: all rows point one way; 0.01 is a root-mean-square distance of 0.1 from the mean direction,
-#: the scale that :data:`COMPLETE_COLLAPSE_STD_FRACTION` sets for an isotropic spread.
+#: all rows point one way; 0.01 is a root-mean-square distance of 0.1 from the mean direction
+#: (for an isotropic spread, a std of the normalised rows of 0.1/sqrt(D) per dimension).
 COMPLETE_COLLAPSE_SPREAD = 0.01
 #: Dimensional collapse (width-free rule): participation ratio of the covariance spectrum of
 #: the l2-normalised rows below this, i.e. the variance sits in at most about five directions.
@@ -350,11 +315,10 @@ COMPLETE_COLLAPSE_SPREAD = 0.01
 DIMENSIONAL_MIN_EFFECTIVE_DIMS = 5.5
 
 
-def collapse_status_v2(spread: float, effective_dims: float, uniformity_value: float) -> str:
+def collapse_status(spread: float, effective_dims: float, uniformity_value: float) -> str:
     """``complete``, ``dimensional`` or ``healthy`` from readings that do not scale with the width.
 
-    The rule of :func:`collapse_status` with both thresholds moved off ``D``:
-    complete collapse is a total variance ``tr S`` of the l2-normalised rows below
+    Neither threshold depends on ``D``: complete collapse is a total variance ``tr S`` of the l2-normalised rows below
     :data:`COMPLETE_COLLAPSE_SPREAD` (rotation-invariant, unlike the per-axis std,
     which reads ``sqrt(k)/D`` for a ``k``-dimensional spread along coordinate
     axes); dimensional collapse is a :func:`participation_ratio` of their
@@ -507,3 +471,20 @@ def wasserstein_uniformity(z: np.ndarray | torch.Tensor) -> float:
     lam = covariance_spectrum(zn)
     sq = float(mu @ mu) + 1.0 + lam.sum() - 2.0 / np.sqrt(zn.shape[1]) * np.sqrt(lam).sum()
     return float(np.sqrt(max(sq, 0.0)))
+
+
+def status_readings(z: np.ndarray | torch.Tensor, uniformity_samples: int = 2000) -> dict[str, float | str]:
+    """The three readings :func:`collapse_status` judges, and the status, of ``(N, D)`` outputs.
+
+    Args:
+        z: ``(N, D)`` outputs, ``N >= 2`` (the training monitor's probe batch, or the
+            collapse protocol's subsample).
+        uniformity_samples: Leading rows used for uniformity (all pairs among them).
+
+    Returns:
+        ``{"spread", "effective_dims", "uniformity", "status"}``.
+    """
+    spectrum = covariance_spectrum(z)
+    spread, eff = float(spectrum.sum()), participation_ratio(spectrum)
+    uni = uniformity(_as_f64(z)[:uniformity_samples])
+    return {"spread": spread, "effective_dims": eff, "uniformity": uni, "status": collapse_status(spread, eff, uni)}

@@ -67,6 +67,7 @@ class EvalConfig:
         seed: Seed passed to the protocols.
         out: Output directory.
         device: Where to extract features (``cpu`` or ``cuda``).
+        split: What the protocols score on: ``test``, or ``val`` (:mod:`sslbench.splits`).
     """
 
     encoder: str | None = None
@@ -80,6 +81,7 @@ class EvalConfig:
     seed: int = 0
     out: str = "runs"
     device: str = "cpu"
+    split: str = "test"
 
 
 @dataclass
@@ -195,7 +197,7 @@ def _evaluate(cfg: EvalConfig, lock: RunLock) -> int:
     layout = RunLayout(cfg.out)
     paths = layout.run(name, cfg.seed)
     check_run_dir(paths, inp.identity, _VOLATILE)  # refuse before extracting; write once features exist
-    job = ScoringJob(paths, inp.identity, _VOLATILE)
+    job = ScoringJob(paths, inp.identity, _VOLATILE, cfg.split)
     todo = job.pending(protocols, inp.encoder_hash)
     for p in protocols:
         if p not in todo:

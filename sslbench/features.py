@@ -28,10 +28,13 @@ from sslbench import distributed as dist
 from sslbench.augment import TwoViews, normalize
 from sslbench.faults import maybe_fault
 from sslbench.io import TMP_SUFFIX, output_error
-from sslbench.types import FeatureSet, ImageData, PositivePairs, Split
+from sslbench.types import FeatureSet, ImageData, MultiViews, PositivePairs, Split
 
 #: Positive pairs extracted for the alignment reading of the collapse suite.
 DEFAULT_PAIRS = 2048
+#: Images and views per image extracted for the LiDAR reading of the collapse suite.
+DEFAULT_VIEW_IMAGES = 256
+DEFAULT_VIEWS_PER_IMAGE = 8
 #: Marker file written last into a cache entry, with the digest of every array.
 COMPLETE = "complete.json"
 #: Version of that marker (1 listed names only; entries of version 1 are recomputed once).
@@ -145,6 +148,9 @@ class Extras:
         views: The method's augmentations; with ``pairs > 0``, positive pairs of test
             images become ``pair_xa``/``pair_xb`` (and ``pair_za``/``pair_zb``).
         pairs: Number of positive pairs.
+        view_images: With ``views``, this many test images get ``views_per_image``
+            augmented views each: ``views_x`` ``(n, q, D)`` (and ``views_z``).
+        views_per_image: Views per image (an even number: the two view recipes alternate).
         transfer: ``(images, labels)`` of a transfer set, already matched to the
             pretraining images' channels and size: ``transfer_x``/``transfer_y``.
         transfer_name: Name recorded for the transfer set (part of the cache key).
@@ -154,6 +160,8 @@ class Extras:
     projector: nn.Module | None = None
     views: TwoViews | None = None
     pairs: int = DEFAULT_PAIRS
+    view_images: int = DEFAULT_VIEW_IMAGES
+    views_per_image: int = DEFAULT_VIEWS_PER_IMAGE
     transfer: tuple[torch.Tensor, torch.Tensor] | None = None
     transfer_name: str = ""
     seed: int = 0
@@ -166,8 +174,29 @@ class Extras:
             imgs, labels = self.transfer
             digest = hashlib.sha256(imgs.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()[:16]
             transfer = f"{self.transfer_name}:{digest}"
-        return json.dumps({"v": 2, "views": views, "pairs": self.pairs if views else 0, "seed": self.seed,
-                           "transfer": transfer}, sort_keys=True)
+        multi = [self.view_images, self.views_per_image] if views else None
+        return json.dumps({"v": 3, "views": views, "pairs": self.pairs if views else 0, "multiview": multi,
+                           "seed": self.seed, "transfer": transfer}, sort_keys=True)
+
+
+def multiple_views(images: torch.Tensor, views: TwoViews, n: int, q: int, seed: int) -> torch.Tensor:
+    """``q`` augmented views of each of a seeded subsample of ``n`` images (the two recipes alternate).
+
+    Args:
+        images: ``(N, C, H, W)`` uint8.
+        views: The method's view recipe (normalises too).
+        n: Images wanted (at most ``N``).
+        q: Views per image, even.
+        seed: Seed of the subsample and of the augmentations (offset from the pairs').
+
+    Returns:
+        ``(n, q, C, H, W)`` float views.
+    """
+    rows = np.sort(np.random.default_rng(seed + 1).choice(len(images), min(n, len(images)), replace=False))
+    gen = torch.Generator().manual_seed(seed + 1)
+    batch = images[torch.from_numpy(rows)]
+    out = [v for _ in range(q // 2) for v in views(batch, gen)]
+    return torch.stack(out, dim=1)
 
 
 def _extract_all(encoder: nn.Module | None, data: ImageData, extras: Extras, device: str) -> dict[str, np.ndarray]:
@@ -184,9 +213,16 @@ def _extract_all(encoder: nn.Module | None, data: ImageData, extras: Extras, dev
         va, vb, _ = positive_pair_views(data.test_images, extras.views, extras.pairs, extras.seed)
         arrays["pair_xa"] = _forward(encoder, iter(va.split(1024)), device).numpy()  # extract() set eval mode
         arrays["pair_xb"] = _forward(encoder, iter(vb.split(1024)), device).numpy()
+    if extras.views is not None and extras.view_images > 0 and extras.views_per_image >= 2:
+        mv = multiple_views(data.test_images, extras.views, extras.view_images, extras.views_per_image, extras.seed)
+        n, q = mv.shape[:2]
+        flat = _forward(encoder, iter(mv.flatten(0, 1).split(1024)), device).numpy()
+        arrays["views_x"] = flat.reshape(n, q, -1)
     if extras.projector is not None:  # train_x -> train_z, pair_xa -> pair_za, ...; the transfer set has none
         for name in [k for k in arrays if "_x" in k and k != "transfer_x"]:
-            arrays[name.replace("_x", "_z")] = project(extras.projector, arrays[name], device)
+            x = arrays[name]
+            z = project(extras.projector, x.reshape(-1, x.shape[-1]), device)
+            arrays[name.replace("_x", "_z")] = z.reshape(*x.shape[:-1], z.shape[-1])
     return arrays
 
 
@@ -307,10 +343,11 @@ def _from_entry(arrays: dict[str, np.ndarray], train_y: np.ndarray, test_y: np.n
     pairs = None
     if "pair_xa" in arrays:
         pairs = PositivePairs(arrays["pair_xa"], arrays["pair_xb"], arrays.get("pair_za"), arrays.get("pair_zb"))
+    views = MultiViews(arrays["views_x"], arrays.get("views_z")) if "views_x" in arrays else None
     return FeatureSet(
         train=Split(arrays["train_x"], train_y, arrays.get("train_z")),
         test=Split(arrays["test_x"], test_y, arrays.get("test_z")),
-        transfer=transfer, pairs=pairs, run=run,
+        transfer=transfer, pairs=pairs, views=views, run=run,
     )
 
 

@@ -6,11 +6,12 @@
     <out>/<method>/seed<k>/checkpoint.pt            last epoch (atomic)
     <out>/<method>/seed<k>/metrics.jsonl            per-epoch training log
     <out>/<method>/seed<k>/train_status.json        how training stopped early (diverged, collapsed)
-    <out>/<method>/seed<k>/results/<protocol>.json  one result record per protocol
+    <out>/<method>/seed<k>/results/<protocol>.json  one result record per protocol (test split)
     <out>/<method>/seed<k>/results/<protocol>.artifacts.npz
+    <out>/<method>/seed<k>/results/val/<protocol>.json   the same, scored on the validation split
     <out>/cache/features/<key>/                     cached features
     <out>/manifest.json, <out>/.sslbench.lock
-    <out>/leaderboard.{md,csv,json,html}, report.html, analysis.{md,json}
+    <out>/leaderboard.{md,csv,json,html} (leaderboard.val.* for --split val), report.html, analysis.{md,json}
 
 Nothing else builds these paths: commands, readers and tests ask a
 :class:`RunLayout`.
@@ -29,7 +30,7 @@ from sslbench.errors import SslbenchError
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 #: Names taken by sslbench's own entries under ``--out``.
 RESERVED_NAMES = frozenset({"cache", "manifest.json", "report.html", "analysis.md", "analysis.json",
-                            *(f"leaderboard.{ext}" for ext in ("md", "csv", "json", "html"))})
+                            *(f"leaderboard{s}.{ext}" for s in ("", ".val") for ext in ("md", "csv", "json", "html"))})
 _SEED_DIR = re.compile(r"seed(\d+)")
 
 
@@ -98,28 +99,36 @@ class RunPaths:
 
     @property
     def results_dir(self) -> Path:
-        """Where the result records live."""
+        """Where the result records of the test split live (those of ``val`` in ``val/`` below it)."""
         return self.dir / "results"
 
-    def result(self, protocol: str) -> Path:
-        """The result record of ``protocol``.
+    def result(self, protocol: str, split: str = "test") -> Path:
+        """The result record of ``protocol`` on ``split``.
 
         Raises:
             SslbenchError: when ``protocol`` is not a safe path component.
         """
-        return self.results_dir / f"{check_path_name(protocol, 'protocol name')}.json"
+        return _split_dir(self.results_dir, split) / f"{check_path_name(protocol, 'protocol name')}.json"
 
-    def artifacts(self, protocol: str) -> Path:
+    def artifacts(self, protocol: str, split: str = "test") -> Path:
         """The artifacts ``.npz`` written beside the result of ``protocol``."""
-        return self.result(protocol).with_suffix(".artifacts.npz")
+        return self.result(protocol, split).with_suffix(".artifacts.npz")
 
-    def result_files(self) -> list[Path]:
-        """The result records present, sorted by path."""
-        return sorted(self.results_dir.glob("*.json"))
+    def result_files(self, split: str = "test") -> list[Path]:
+        """The result records of ``split`` present, sorted by path."""
+        return sorted(_split_dir(self.results_dir, split).glob("*.json"))
 
     def holds_state(self) -> bool:
-        """Whether anything computed lives here (a checkpoint or a result)."""
-        return self.checkpoint.exists() or bool(self.result_files())
+        """Whether anything computed lives here (a checkpoint or a result of any split)."""
+        return self.checkpoint.exists() or bool(self.result_files()) or bool(self.result_files("val"))
+
+
+def _split_dir(results: Path, split: str) -> Path:
+    if split == "test":
+        return results
+    if split == "val":
+        return results / "val"
+    raise SslbenchError(f"unknown split {split!r}; use 'test' or 'val'")
 
 
 class RunLayout:
@@ -151,9 +160,10 @@ class RunLayout:
                 found.append(RunPaths(d.parent, d.parent.parent.name, int(m.group(1))))
         return sorted(found, key=lambda r: (r.method, r.seed))
 
-    def result_files(self) -> list[Path]:
-        """Every result record under ``out``, sorted by path."""
-        return sorted(self.out.glob("*/seed*/results/*.json"))
+    def result_files(self, split: str = "test") -> list[Path]:
+        """Every result record of ``split`` under ``out``, sorted by path."""
+        pattern = "*/seed*/results/*.json" if split == "test" else f"*/seed*/results/{split}/*.json"
+        return sorted(self.out.glob(pattern))
 
     @property
     def cache(self) -> Path:
@@ -170,9 +180,9 @@ class RunLayout:
         """The lock file of the output directory (:mod:`sslbench.lock`)."""
         return self.out / ".sslbench.lock"
 
-    def leaderboard(self, ext: str) -> Path:
-        """``leaderboard.<ext>``."""
-        return self.out / f"leaderboard.{ext}"
+    def leaderboard(self, ext: str, split: str = "test") -> Path:
+        """``leaderboard.<ext>`` (``leaderboard.val.<ext>`` for the validation split)."""
+        return self.out / (f"leaderboard.{ext}" if split == "test" else f"leaderboard.{split}.{ext}")
 
     def analysis(self, ext: str) -> Path:
         """``analysis.<ext>``."""

@@ -278,11 +278,12 @@ def render(board: Leaderboard, fmt: str = "md") -> str:
     raise did_you_mean(fmt, FORMATS, "leaderboard format")
 
 
-def write(board: Leaderboard, layout: RunLayout) -> str:
-    """Write ``leaderboard.{md,csv,json,html}`` into ``layout``'s directory; return the markdown."""
+def write(board: Leaderboard, layout: RunLayout, split: str = "test") -> str:
+    """Write ``leaderboard.{md,csv,json,html}`` (``leaderboard.val.*`` for ``split`` val) into
+    ``layout``'s directory; return the markdown."""
     md = to_markdown(board)
-    atomic_write_text(layout.leaderboard("md"), md)
-    atomic_write_text(layout.leaderboard("csv"), board.table.to_csv(index=False))
-    atomic_write_json(layout.leaderboard("json"), to_json(board))
-    atomic_write_text(layout.leaderboard("html"), to_html(board))
+    atomic_write_text(layout.leaderboard("md", split), md)
+    atomic_write_text(layout.leaderboard("csv", split), board.table.to_csv(index=False))
+    atomic_write_json(layout.leaderboard("json", split), to_json(board))
+    atomic_write_text(layout.leaderboard("html", split), to_html(board))
     return md

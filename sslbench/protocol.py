@@ -190,6 +190,13 @@ def check_features(features: FeatureSet) -> None:
         for name, arr in (("pair_xa", p.xa), ("pair_xb", p.xb), ("pair_za", p.za), ("pair_zb", p.zb)):
             if arr is not None:
                 _check_rows(name, arr, len(p.xa), where)
+    if features.views is not None:
+        v = features.views
+        for name, arr in (("views_x", v.x), ("views_z", v.z)):
+            if arr is not None and (arr.ndim != 3 or arr.shape[:2] != v.x.shape[:2] or arr.shape[1] < 2
+                                    or not np.isfinite(arr).all()):
+                raise SslbenchError(f"{name} must be finite (n images, q >= 2 views, D) matching views_x, "
+                                    f"got shape {arr.shape}{where}")
 
 
 def _check_split(name: str, split: Split, where: str) -> None:

@@ -271,6 +271,8 @@ class ResultRecord:
         encoder_hash: Identity of the encoder's weights (``None`` for features files).
         timings: Wall-clock seconds.
         artifacts: File name of the artifacts ``.npz`` beside the JSON, if any.
+        split: What the protocol scored on: ``test``, or ``val`` (a held-out part of
+            train, :mod:`sslbench.splits`); records without it are ``test``.
     """
 
     run: RunHeader
@@ -279,6 +281,7 @@ class ResultRecord:
     encoder_hash: str | None = None
     timings: Timings = Timings()
     artifacts: str | None = None
+    split: str = "test"
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document (``schema_version`` :data:`SCHEMA_VERSION`)."""
@@ -288,7 +291,7 @@ class ResultRecord:
             "loss_changes": h.loss_changes, "seed": h.seed, "config": h.config, "run_config": h.run_config,
             "dataset": h.dataset.to_json(), "train": h.train.to_json(), "versions": h.versions,
             "protocol": self.protocol.to_json(), "metrics": self.metrics, "encoder_hash": self.encoder_hash,
-            "timings": self.timings.to_json(),
+            "timings": self.timings.to_json(), "split": self.split,
         }
         if self.artifacts:
             doc["artifacts"] = self.artifacts
@@ -324,7 +327,8 @@ class ResultRecord:
             versions=json_fields.as_object(doc.get("versions") or {}, f"{where}: 'versions'"),
         )
         return cls(run, ProtocolInfo.from_json(doc["protocol"], where), json_fields.as_metrics(doc["metrics"], where),
-                   doc.get("encoder_hash"), Timings.from_json(doc.get("timings", {}), where), doc.get("artifacts"))
+                   doc.get("encoder_hash"), Timings.from_json(doc.get("timings", {}), where), doc.get("artifacts"),
+                   json_fields.as_str(doc.get("split", "test"), f"{where}: 'split'"))
 
 
 @lru_cache(maxsize=64)

@@ -130,7 +130,7 @@ def run_one(method: Method, seed: int, cfg: RunConfig, data: ImageData, protocol
     identity = spec.identity(cfg)
     if dist.is_main():
         claim_run_dir(paths, identity)
-    job = ScoringJob(paths, identity)
+    job = ScoringJob(paths, identity, split=cfg.split)
     if not job.pending(protocols):
         log(f"{paths.label}: all results present, skipped")
         return 0

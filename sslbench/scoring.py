@@ -19,6 +19,7 @@ from sslbench.faults import maybe_fault
 from sslbench.layout import RunPaths
 from sslbench.protocol import Evaluation, Protocol
 from sslbench.records import ResultRecord, RunHeader, Timings, is_number
+from sslbench.splits import for_split
 from sslbench.store import is_current, write_record
 from sslbench.types import FeatureSet
 
@@ -38,16 +39,18 @@ class ScoringJob:
         identity: The run's identity (its ``config.json``; every record's ``config``).
         volatile: Identity keys that may differ between a result and this run (an
             external encoder's file path).
+        split: What the protocols score on (``test`` or ``val``, :mod:`sslbench.splits`).
     """
 
     paths: RunPaths
     identity: dict
     volatile: frozenset[str] = frozenset()
+    split: str = "test"
 
     def is_current(self, protocol: Protocol, encoder_hash: str | None = None) -> bool:
         """Whether ``protocol``'s result for this run is present and current."""
         info = protocol.info()
-        return is_current(self.paths.result(protocol.name), {"version": info.version, "params": info.params},
+        return is_current(self.paths.result(protocol.name, self.split), {"version": info.version, "params": info.params},
                           self.identity, encoder_hash, self.volatile)
 
     def pending(self, protocols: list[Protocol], encoder_hash: str | None = None) -> list[Protocol]:
@@ -65,7 +68,7 @@ def _checked(result: object, protocol: Protocol) -> Evaluation:
 def write_empty(job: ScoringJob, header: RunHeader, protocols: list[Protocol], timings: Timings) -> None:
     """Records without metrics for every protocol (a run whose training diverged)."""
     for p in protocols:
-        write_record(job.paths, ResultRecord(header, p.info(), {}, None, timings), {})
+        write_record(job.paths, ResultRecord(header, p.info(), {}, None, timings, split=job.split), {})
 
 
 def score(job: ScoringJob, header: RunHeader, protocols: list[Protocol], features: FeatureSet,
@@ -76,7 +79,8 @@ def score(job: ScoringJob, header: RunHeader, protocols: list[Protocol], feature
         job: The run.
         header: The header of every record (its ``config`` is ``job.identity``).
         protocols: Protocols to evaluate (current ones are skipped).
-        features: The run's features, checked.
+        features: The run's features, checked; a ``val`` job scores them on the
+            held-out part of train (:func:`sslbench.splits.for_split`).
         encoder_hash: The encoder's identity, recorded and part of "current".
         timings: Training and feature timings, recorded with each protocol's own.
 
@@ -84,6 +88,7 @@ def score(job: ScoringJob, header: RunHeader, protocols: list[Protocol], feature
         The number of protocols that failed with an input error.
     """
     failures = 0
+    features = for_split(features, job.split)  # type: ignore[arg-type]
     for p in protocols:
         if job.is_current(p, encoder_hash):
             continue
@@ -99,10 +104,12 @@ def score(job: ScoringJob, header: RunHeader, protocols: list[Protocol], feature
             continue
         dt = time.perf_counter() - t0
         maybe_fault(f"before_result:{p.name}")
-        record = ResultRecord(header, p.info(), evaluation.metrics, encoder_hash, replace(timings, protocol_s=dt))
+        record = ResultRecord(header, p.info(), evaluation.metrics, encoder_hash, replace(timings, protocol_s=dt),
+                              split=job.split)
         write_record(job.paths, record, evaluation.artifacts)
         main = evaluation.metrics.get(record.protocol.meta.main)
         shown = f"{main:.4f}" if is_number(main) else str(main)
-        log(f"{job.paths.label}: {p.name}.{record.protocol.meta.main} = {shown} ({dt:.1f}s)")
+        on = "" if job.split == "test" else f" on {job.split}"
+        log(f"{job.paths.label}: {p.name}.{record.protocol.meta.main} = {shown}{on} ({dt:.1f}s)")
         maybe_fault(f"after_protocol:{p.name}")
     return failures

@@ -66,38 +66,39 @@ def read_record(path: Path) -> ResultRecord:
     return ResultRecord.from_json(read_json_object(path, "result"), str(path))
 
 
-def find_records(out: str | Path) -> list[ResultRecord]:
-    """Every result record under one output directory, in path order."""
-    return [read_record(p) for p in RunLayout(out).result_files()]
+def find_records(out: str | Path, split: str = "test") -> list[ResultRecord]:
+    """Every result record of ``split`` under one output directory, in path order."""
+    return [read_record(p) for p in RunLayout(out).result_files(split)]
 
 
-def load_records(dirs: Iterable[str | Path]) -> list[ResultRecord]:
+def load_records(dirs: Iterable[str | Path], split: str = "test") -> list[ResultRecord]:
     """Result records of one or several run directories (``--out`` of earlier runs), merged.
 
     Raises:
-        SslbenchError: for a path that is not a directory or holds no results.
+        SslbenchError: for a path that is not a directory or holds no results of ``split``.
     """
     records: list[ResultRecord] = []
     for d in dirs:
         path = Path(d)
         if not path.is_dir():
             raise SslbenchError(f"{d} is not a directory")
-        found = find_records(path)
+        found = find_records(path, split)
         if not found:
-            raise SslbenchError(f"no results under {d} (expected <method>/seed<k>/results/*.json)")
+            where = "results/*.json" if split == "test" else f"results/{split}/*.json"
+            raise SslbenchError(f"no {split} results under {d} (expected <method>/seed<k>/{where})")
         records += found
     return records
 
 
 def write_record(paths: RunPaths, record: ResultRecord, artifacts: dict[str, np.ndarray]) -> None:
     """Write a record atomically, with its artifacts beside it (artifacts first)."""
-    name = record.protocol.name
+    name, split = record.protocol.name, record.split
     if artifacts:
         buf = io.BytesIO()
         np.savez_compressed(buf, **artifacts)
-        atomic_write_bytes(paths.artifacts(name), buf.getvalue())
-        record = _with_artifacts(record, paths.artifacts(name).name)
-    atomic_write_json(paths.result(name), record.to_json())
+        atomic_write_bytes(paths.artifacts(name, split), buf.getvalue())
+        record = _with_artifacts(record, paths.artifacts(name, split).name)
+    atomic_write_json(paths.result(name, split), record.to_json())
 
 
 def _with_artifacts(record: ResultRecord, name: str) -> ResultRecord:

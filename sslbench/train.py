@@ -36,14 +36,7 @@ from tqdm import tqdm
 
 from sslbench import distributed as dist
 from sslbench.augment import TwoViews, normalize
-from sslbench.embedding_stats import (
-    PROBE_WARMUP_STEPS,
-    collapse_status,
-    is_completely_collapsed,
-    rankme,
-    std_of_l2_normalized,
-    uniformity,
-)
+from sslbench.embedding_stats import PROBE_WARMUP_STEPS, rankme, status_readings, std_of_l2_normalized
 from sslbench.errors import SslbenchError
 from sslbench.faults import maybe_fault
 from sslbench.io import atomic_write_json, load_checkpoint, save_checkpoint
@@ -74,9 +67,10 @@ def probe(model: nn.Module, images: torch.Tensor, data: ImageData, device: str) 
         device: Where the model is.
 
     Returns:
-        ``{"probe_rankme", "probe_std_l2", "probe_uniformity", "probe_status"}``; the
-        status is :func:`~sslbench.embedding_stats.collapse_status`, the collapse
-        protocol's rule, so the log says at which epoch a run collapsed and how.
+        ``{"probe_rankme", "probe_std_l2", "probe_spread", "probe_effective_dims",
+        "probe_uniformity", "probe_status"}``; the status is
+        :func:`~sslbench.embedding_stats.collapse_status`, the collapse protocol's rule,
+        so the log says at which epoch a run collapsed and how.
     """
     was_training = model.training
     model.eval()
@@ -85,13 +79,9 @@ def probe(model: nn.Module, images: torch.Tensor, data: ImageData, device: str) 
         x = x.contiguous(memory_format=torch.channels_last)
     z = model.projector(model.backbone(x)).double()
     model.train(was_training)
-    readings = {
-        "probe_rankme": rankme(z.cpu()),
-        "probe_std_l2": float(std_of_l2_normalized(z)),
-        "probe_uniformity": uniformity(z.cpu()),
-    }
-    status = collapse_status(readings["probe_std_l2"], z.shape[1], readings["probe_rankme"], readings["probe_uniformity"])
-    return {**readings, "probe_status": status}
+    readings = status_readings(z.cpu())
+    return {"probe_rankme": rankme(z.cpu()), "probe_std_l2": float(std_of_l2_normalized(z)),
+            **{f"probe_{k}": v for k, v in readings.items()}}
 
 
 def _fit_error(path: Any, e: BaseException) -> SslbenchError:
@@ -259,14 +249,14 @@ def _epoch_row(loop: _Loop, epoch: int, sums: dict[str, float], dim: int, t_data
     return row
 
 
-def _collapse_stop(loop: _Loop, row: dict, dim: int) -> dict | None:
+def _collapse_stop(loop: _Loop, row: dict) -> dict | None:
     """The decision to stop for complete collapse (rank 0's reading decides for all ranks, whose BN
     buffers may differ slightly), as ``{"status", "epochs", "step", "message"}``; ``None`` to go on."""
     main = dist.is_main()
-    flagged = dist.mean_over_ranks(torch.tensor(float(main and is_completely_collapsed(row["probe_std_l2"], dim)))) > 0
+    flagged = dist.mean_over_ranks(torch.tensor(float(main and row["probe_status"] == "complete"))) > 0
     if not (loop.cfg.stop_on_collapse and flagged and row["step"] >= PROBE_WARMUP_STEPS):
         return None
-    msg = f"complete collapse at epoch {row['epoch']}: probe std_l2 {row['probe_std_l2']:.2e}"
+    msg = f"complete collapse at epoch {row['epoch']}: probe spread {row['probe_spread']:.2e}"
     return {"status": "collapsed", "epochs": row["epoch"], "step": row["step"], "message": msg}
 
 
@@ -284,7 +274,7 @@ def _end_epoch(loop: _Loop, paths: RunPaths, row: dict, stop: dict | None, ident
     dist.barrier()
     if dist.is_main():
         _log(f"{label} epoch {row['epoch']}/{loop.cfg.epochs} loss {row['loss']:.4f} std_l2 {row['probe_std_l2']:.4f} "
-             f"(healthy ~{row['std_l2_ref']:.4f}) rankme {row['probe_rankme']:.1f} {row['probe_status']} "
+             f"(healthy ~{row['std_l2_ref']:.4f}) eff. dims {row['probe_effective_dims']:.1f} {row['probe_status']} "
              f"{row['images_per_s']:.0f} img/s, data {100 * row['data_share']:.0f}%")
     maybe_fault(f"after_epoch:{row['epoch']}")
     if stop and dist.is_main():
@@ -348,7 +338,7 @@ def pretrain(
             return _diverged(paths, result, paths.label)
         sums, dim, t_data = result
         row = _epoch_row(loop, epoch, sums, dim, t_data, time.perf_counter() - t0)
-        stop = _collapse_stop(loop, row, dim)
+        stop = _collapse_stop(loop, row)
         _end_epoch(loop, paths, row, stop, identity, paths.label)
         if stop:
             return _outcome(stop)

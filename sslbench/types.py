@@ -98,6 +98,23 @@ class PositivePairs:
 
 
 @dataclass(frozen=True)
+class MultiViews:
+    """Several augmented views of each of a few images (the LiDAR reading's samples).
+
+    Attributes:
+        x: ``(n, q, D)`` backbone features of ``q`` views of each of ``n`` images.
+        z: ``(n, q, D_z)`` projector outputs of the same views, or ``None``.
+    """
+
+    x: np.ndarray
+    z: np.ndarray | None = None
+
+    def layer(self, name: str) -> np.ndarray | None:
+        """The views of one layer (``"backbone"`` or ``"projector"``), or ``None``."""
+        return self.x if name == "backbone" else self.z
+
+
+@dataclass(frozen=True)
 class FeatureSet:
     """Frozen features of one encoder on the splits of one dataset.
 
@@ -110,6 +127,7 @@ class FeatureSet:
         transfer: A split of another dataset, matched to the pretraining images
             (few-shot transfer), or ``None``.
         pairs: Positive pairs of test images (alignment), or ``None``.
+        views: Several views of a few test images (LiDAR), or ``None``.
         run: Identifier of the run the features belong to, for messages.
     """
 
@@ -117,6 +135,7 @@ class FeatureSet:
     test: Split
     transfer: Split | None = None
     pairs: PositivePairs | None = None
+    views: MultiViews | None = None
     run: str = ""
 
     @classmethod

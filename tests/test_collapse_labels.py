@@ -3,8 +3,10 @@
 Each case is an ``(N, D)`` matrix built from a known covariance: a centred
 ``k``-dimensional spread (random or coordinate axes, with or without a small
 noise tail), an isotropic spread, power-law spectra, a narrow cone and a
-spiked spectrum. :func:`collapse_status_v2` must give every case the same label
-at D = 64, 256 and 2048; the label is the one its geometry calls for.
+spiked spectrum. :func:`collapse_status` (the rule since collapse protocol v3) must
+give every case the same label at D = 64, 256 and 2048; the label is the one its
+geometry calls for. The rule of collapse v2 and the training monitor before it
+(:func:`_width_scaled_rule`) is kept here to show what changed.
 ``python tests/test_collapse_labels.py`` prints the table of
 docs/reference/collapse_metrics.md (N = 4096; the tests use fewer rows).
 """
@@ -21,8 +23,8 @@ import torch
 
 from sslbench.embedding_stats import (
     DIMENSIONAL_MIN_EFFECTIVE_DIMS,
+    DIMENSIONAL_UNIFORMITY,
     collapse_status,
-    collapse_status_v2,
     covariance_spectrum,
     participation_ratio,
     rankme,
@@ -87,6 +89,15 @@ CASES: list[Case] = [
 ]
 
 
+def _width_scaled_rule(std_l2: float, dim: int, rankme_value: float, uniformity_value: float) -> str:
+    """The rule of collapse v2: complete below 0.1/sqrt(D) per-axis std, dimensional below RankMe 0.01 D."""
+    if std_l2 < 0.1 / np.sqrt(dim):
+        return "complete"
+    if uniformity_value > DIMENSIONAL_UNIFORMITY or rankme_value < 0.01 * dim:
+        return "dimensional"
+    return "healthy"
+
+
 def readings(z: np.ndarray, uniformity_rows: int) -> dict[str, float | str]:
     """Every reading the two rules use, as the collapse protocol computes them."""
     d = z.shape[1]
@@ -100,8 +111,8 @@ def readings(z: np.ndarray, uniformity_rows: int) -> dict[str, float | str]:
         "std_ratio": std_l2 * np.sqrt(d),
         "spread": float(spectrum.sum()),
         "effective_dims": participation_ratio(spectrum),
-        "v1": collapse_status(std_l2, d, rm, u),
-        "v2": collapse_status_v2(float(spectrum.sum()), participation_ratio(spectrum), u),
+        "v1": _width_scaled_rule(std_l2, d, rm, u),
+        "v2": collapse_status(float(spectrum.sum()), participation_ratio(spectrum), u),
     }
 
 
@@ -142,10 +153,10 @@ def test_complete_collapse_and_the_threshold_itself():
     z = np.ones((500, 64)) + 1e-4 * rng.standard_normal((500, 64))
     spectrum = covariance_spectrum(z)
     assert spectrum.sum() < 1e-6
-    assert collapse_status_v2(float(spectrum.sum()), participation_ratio(spectrum), uniformity(z)) == "complete"
-    assert collapse_status_v2(0.5, DIMENSIONAL_MIN_EFFECTIVE_DIMS - 1e-9, -3.0) == "dimensional"
-    assert collapse_status_v2(0.5, DIMENSIONAL_MIN_EFFECTIVE_DIMS, -3.0) == "healthy"
-    assert collapse_status_v2(0.5, 50.0, -0.5) == "dimensional"
+    assert collapse_status(float(spectrum.sum()), participation_ratio(spectrum), uniformity(z)) == "complete"
+    assert collapse_status(0.5, DIMENSIONAL_MIN_EFFECTIVE_DIMS - 1e-9, -3.0) == "dimensional"
+    assert collapse_status(0.5, DIMENSIONAL_MIN_EFFECTIVE_DIMS, -3.0) == "healthy"
+    assert collapse_status(0.5, 50.0, -0.5) == "dimensional"
 
 
 def _table(n: int = 4096, uniformity_rows: int = 2000) -> str:

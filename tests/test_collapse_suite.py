@@ -1,26 +1,24 @@
 """alpha-ReQ, VICReg variance, covariance spectrum, alignment, uniformity and the status rule,
 against constructed embeddings with known answers and loop formulas."""
 
+import dataclasses
 import itertools
 import math
 
 import numpy as np
 import pytest
-import torch
 
 from protocols.collapse import Collapse
 from sslbench.embedding_stats import (
     alignment,
     alpha_req,
-    collapse_status,
     collapsed_dimension_count,
     covariance_spectrum,
-    rankme,
-    std_of_l2_normalized,
+    status_readings,
     uniformity,
     variance_hinge,
 )
-from sslbench.types import FeatureSet, PositivePairs, Split
+from sslbench.types import FeatureSet, MultiViews, PositivePairs, Split
 
 D = 64
 
@@ -101,8 +99,7 @@ def test_status_rule_on_constructed_cases():
         "dimensional": np.sign(rng.standard_normal((2000, 1))) * rng.standard_normal(D) + 0.05 * rng.standard_normal((2000, D)),
     }
     for expected, z in cases.items():
-        s = float(std_of_l2_normalized(torch.from_numpy(z)))
-        assert collapse_status(s, D, rankme(z), uniformity(z[:1000])) == expected
+        assert status_readings(z, uniformity_samples=1000)["status"] == expected
 
 
 def _features(test_x: np.ndarray, test_z: np.ndarray | None = None, pairs: PositivePairs | None = None) -> FeatureSet:
@@ -121,11 +118,12 @@ def test_protocol_reports_the_full_suite_for_both_layers_with_spectra():
     ev = protocol.evaluate(_features(x, z, PositivePairs(pa, pa + 0.01, z[:200], z[:200])), seed=0)
     out, art = ev.metrics, ev.artifacts
     for prefix in ("", "z_"):
-        for k in ("rankme", "std_l2", "alpha_req", "alpha_req_r2", "var_hinge", "dead_frac",
-                  "spectrum_collapsed_dims", "uniformity", "alignment"):
+        for k in ("rankme", "std_l2", "alpha_req", "alpha_req_r2", "alpha_req_authors", "var_hinge", "dead_frac",
+                  "spectrum_collapsed_dims", "spread", "effective_dims", "stable_rank", "uniformity",
+                  "w2_uniformity", "alignment"):
             assert math.isfinite(out[prefix + k]), prefix + k
     assert out["z_alignment"] == 0.0 and 0 < out["alignment"] < 1e-3
-    assert out["status"] == "healthy" and out["status_code"] == 0.0
+    assert out["status"] == "healthy" and "status_code" not in out  # the status says it; no numeric copy
     assert art["spectrum_backbone"].shape == (32,) and art["spectrum_projector"].shape == (D,)
     assert np.all(np.diff(art["spectrum_projector"]) <= 0)
 
@@ -134,3 +132,16 @@ def test_protocol_without_projector_or_pairs_reports_backbone_only():
     out = Collapse().evaluate(_features(np.random.default_rng(10).standard_normal((500, 16))), seed=0).metrics
     assert out["status"] == "n/a" and "z_rankme" not in out and "alignment" not in out
     assert "alpha_req" in out and "uniformity" in out
+
+
+def test_lidar_reads_the_views_of_each_layer_when_the_features_carry_them():
+    """Image means spanning 4 orthogonal directions with small isotropic view noise: LiDAR about 4."""
+    rng = np.random.default_rng(11)
+    means = np.zeros((200, 32))
+    means[:, :4] = rng.standard_normal((200, 4))
+    views = means[:, None, :] + 0.05 * rng.standard_normal((200, 6, 32))
+    x = rng.standard_normal((300, 32)).astype(np.float32)
+    feats = dataclasses.replace(_features(x, x.copy()), views=MultiViews(views, views.copy()))
+    out = Collapse().evaluate(feats, seed=0).metrics
+    assert out["lidar"] == pytest.approx(4.0, rel=0.1) and out["z_lidar"] == pytest.approx(out["lidar"])
+    assert "lidar" not in Collapse().evaluate(_features(x, x.copy()), seed=0).metrics  # no views, no reading

@@ -46,6 +46,8 @@ def test_cache_hit_runs_no_forward_pass_and_memory_maps(digits, tmp_path):
                  (first.transfer.x, second.transfer.x), (first.transfer.y, second.transfer.y)):
         np.testing.assert_array_equal(a, b)
     assert first.pairs.xa.shape == (100, first.train.x.shape[1])
+    assert first.views.x.shape == (256, 8, first.train.x.shape[1]) and first.views.z.shape == (256, 8, 16)
+    np.testing.assert_array_equal(first.views.z, second.views.z)
     assert first.transfer.x.shape == (len(digits.train_images) + len(digits.test_images), first.train.x.shape[1])
     assert [p.name for p in tmp_path.iterdir()] == [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")]
 

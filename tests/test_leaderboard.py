@@ -143,7 +143,7 @@ def test_cli_unknown_format_and_empty_directory_exit_2(tmp_path, cli, records):
     assert res.rc == 2 and "did you mean 'html'" in res.err
     (tmp_path / "empty").mkdir()
     res = cli("leaderboard", str(tmp_path / "empty"))
-    assert res.rc == 2 and "no results under" in res.err
+    assert res.rc == 2 and "no test results under" in res.err
 
 
 def test_a_schema_2_leaderboard_json_still_reads(tmp_path):
