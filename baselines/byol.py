@@ -13,6 +13,7 @@ import copy
 import torch
 from torch import nn
 
+from baselines.joint_embedding import encode_pair
 from baselines.losses.negative_cosine import BYOLConfig, byol_loss
 from baselines.targets import EMAConfig, ema_tau, ema_update
 from sslbench.method import ViewConfig
@@ -40,6 +41,7 @@ class BYOLModel(nn.Module):
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.loss_config = loss
         self.target_config = target
+        self.per_view = False  # each view through the network on its own (TrainConfig.per_view_forward)
 
     def param_groups(self) -> list[dict]:
         """Only the online network is optimised."""
@@ -47,12 +49,12 @@ class BYOLModel(nn.Module):
 
     def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> StepOutput:
         """Two ``(N, C, H, W)`` views -> loss and online ``z1`` ``(N, proj_dim)``."""
-        z = self.projector(self.backbone(torch.cat([v1, v2])))
-        p1, p2 = self.predictor(z).chunk(2)
+        z1, z2 = encode_pair(lambda v: self.projector(self.backbone(v)), v1, v2, self.per_view)
+        p1, p2 = encode_pair(self.predictor, z1, z2, self.per_view)
         with torch.no_grad():
-            t1, t2 = self.target_projector(self.target_backbone(torch.cat([v1, v2]))).chunk(2)
+            t1, t2 = encode_pair(lambda v: self.target_projector(self.target_backbone(v)), v1, v2, self.per_view)
         loss = byol_loss(p1, p2, t1, t2)
-        return StepOutput(loss, {"regression": loss.detach()}, z.chunk(2)[0].detach())
+        return StepOutput(loss, {"regression": loss.detach()}, z1.detach())
 
     @torch.no_grad()
     def after_step(self, progress: float) -> None:

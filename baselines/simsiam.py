@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from baselines.joint_embedding import encode_pair
 from baselines.losses.negative_cosine import SimSiamConfig, symmetric_negative_cosine
 from sslbench.heads import mlp
 from sslbench.method import Method, StepOutput, TrainConfig
@@ -32,6 +33,7 @@ class SimSiamModel(nn.Module):
         self.projector = mlp([backbone.out_dim, heads["proj_hidden"], heads["proj_dim"]], last_bn=True, last_bn_affine=False)
         self.predictor = mlp([heads["proj_dim"], heads["pred_hidden"], heads["proj_dim"]])
         self.loss_config = loss
+        self.per_view = False  # each view through the network on its own (TrainConfig.per_view_forward)
 
     def param_groups(self) -> list[dict]:
         """Backbone and projector follow the schedule; the predictor keeps a fixed lr (paper, sec. 4.2)."""
@@ -42,10 +44,8 @@ class SimSiamModel(nn.Module):
 
     def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> StepOutput:
         """Two ``(N, C, H, W)`` views -> loss, terms and ``z1`` ``(N, proj_dim)``."""
-        z = self.projector(self.backbone(torch.cat([v1, v2])))
-        p = self.predictor(z)
-        z1, z2 = z.chunk(2)
-        p1, p2 = p.chunk(2)
+        z1, z2 = encode_pair(lambda v: self.projector(self.backbone(v)), v1, v2, self.per_view)
+        p1, p2 = encode_pair(self.predictor, z1, z2, self.per_view)
         loss = symmetric_negative_cosine(p1, p2, z1, z2, self.loss_config.stop_gradient)
         return StepOutput(loss, {"negative_cosine": loss.detach()}, z1.detach())
 

@@ -82,6 +82,12 @@ class TrainConfig:
             VICReg and Barlow Twins: 0.001).
         lars_clip_lr: Cap LARS's trust ratio at the learning rate, as solo-learn's
             ``clip_lr`` does (its CIFAR configs turn it on); see :class:`sslbench.optim.LARS`.
+        decay_norm_and_bias: Apply weight decay to biases and norm parameters too (the
+            official SimSiam code decays every parameter); by default they are exempt, as
+            in BYOL, VICReg and Barlow Twins.
+        per_view_forward: Pass each view through the network on its own, so batch norm
+            normalises each view with its own statistics (the official VICReg, Barlow
+            Twins and SimSiam code); by default both views go through as one batch.
         warmup_epochs: Linear warmup length, then a cosine decay.
         final_lr_ratio: Learning rate at the end as a fraction of the peak.
         probe_images: Size of the fixed, un-augmented probe batch on which RankMe and
@@ -98,6 +104,8 @@ class TrainConfig:
     momentum: float = 0.9
     lars_eta: float = 0.02
     lars_clip_lr: bool = False
+    decay_norm_and_bias: bool = False
+    per_view_forward: bool = False
     warmup_epochs: float = 0.0
     final_lr_ratio: float = 0.0
     probe_images: int = 512
@@ -145,13 +153,27 @@ class Method:
     encoder: EncoderKind = "trained"
     target: Any = None
 
-    def build_model(self, backbone: nn.Module, heads: dict[str, int]) -> nn.Module:
-        """The trainable model around ``backbone`` (see ``build``)."""
+    def build_model(self, backbone: nn.Module, heads: dict[str, int], per_view: bool = False) -> nn.Module:
+        """The trainable model around ``backbone`` (see ``build``).
+
+        Args:
+            backbone: The encoder to train.
+            heads: Head sizes.
+            per_view: Forward each view on its own (``TrainConfig.per_view_forward``);
+                the model must declare a ``per_view`` attribute to support it.
+
+        Raises:
+            SslbenchError: for a floor, or ``per_view`` on a model without the attribute.
+        """
         if self.build is None:
             raise SslbenchError(f"{self.name!r} is a floor: it has no model to train")
-        if self.target is None:
-            return self.build(backbone, heads, self.loss)
-        return self.build(backbone, heads, self.loss, self.target)
+        model = self.build(backbone, heads, self.loss) if self.target is None else self.build(
+            backbone, heads, self.loss, self.target)
+        if per_view:
+            if not hasattr(model, "per_view"):
+                raise SslbenchError(f"method {self.name!r} has no per-view forward; set per_view_forward = false")
+            model.per_view = True
+        return model
 
     def resolve(
         self,

@@ -80,8 +80,9 @@ def _param_groups(model: nn.Module) -> list[dict[str, Any]]:
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Build the optimiser; the peak lr is ``cfg.lr * batch_size / 256``.
 
-    Biases and 1-D (norm) parameters get no weight decay and, for LARS, no
-    adaptation. Groups with ``fixed_lr`` keep the peak lr (SimSiam's predictor).
+    Biases and 1-D (norm) parameters get no weight decay (unless
+    ``cfg.decay_norm_and_bias``) and, for LARS, no adaptation. Groups with
+    ``fixed_lr`` keep the peak lr (SimSiam's predictor).
     LARS takes its trust coefficient and clipping from ``cfg.lars_eta`` and
     ``cfg.lars_clip_lr``.
     """
@@ -96,7 +97,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
                 groups.append(
                     {
                         "params": ps,
-                        "weight_decay": cfg.weight_decay if is_decay else 0.0,
+                        "weight_decay": cfg.weight_decay if is_decay or cfg.decay_norm_and_bias else 0.0,
                         "lars_exclude": not is_decay,
                         "fixed_lr": bool(group.get("fixed_lr", False)),
                         "lr": peak,

@@ -92,7 +92,7 @@ def _encoder(spec: RunSpec, data: ImageData, cfg: RunConfig,
     backbone = build_backbone(cfg.backbone, data.channels, cfg.width)
     if method.encoder == "random_init":
         return backbone, None, TrainOutcome("not_trained")
-    model = method.build_model(backbone, spec.heads)
+    model = method.build_model(backbone, spec.heads, per_view=spec.train.per_view_forward)
     views = TwoViews(*spec.views, mean=data.mean, std=data.std)
     outcome = pretrain(model, data, views, spec.train, paths, spec.seed, cfg.device, identity)
     return model.backbone, getattr(model, "projector", None), outcome

@@ -80,3 +80,36 @@ def test_byol_ema_schedule_and_update():
 def test_train_config_defaults_are_overridable_per_preset():
     train, heads = registry("methods").get("simsiam").resolve("quick", {"epochs": 2})
     assert isinstance(train, TrainConfig) and train.epochs == 2 and heads["proj_dim"] == 1024
+
+
+@pytest.mark.parametrize("name", ["simsiam", "byol", "vicreg", "barlow_twins", "simclr"])
+def test_the_per_view_forward_normalises_each_view_with_its_own_statistics(name):
+    """Per view, train-mode batch norm sees one view's batch: a view's projection no longer depends on the other."""
+    method = registry("methods").get(name)
+    _, heads = method.resolve("smoke")
+    torch.manual_seed(0)
+    model = method.build_model(build_backbone("convnet", 1, 4), heads, per_view=True)
+    assert model.per_view
+    v1, v2 = torch.randn(16, 1, 8, 8), torch.randn(16, 1, 8, 8)
+    z_a = model(v1, v2).z
+    z_b = model(v1, 3 * v2 + 1).z  # a different second view
+    assert torch.allclose(z_a, z_b, atol=1e-5)  # view 1's projection is its own affair
+    model.per_view = False
+    assert not torch.allclose(model(v1, v2).z, model(v1, 3 * v2 + 1).z, atol=1e-5)  # one batch: BN mixes the views
+
+
+def test_a_plugin_model_without_a_per_view_forward_is_refused():
+    method = dataclasses.replace(registry("methods").get("vicreg"), name="plain", build=lambda b, h, loss: torch.nn.Linear(1, 1))
+    with pytest.raises(SslbenchError, match="has no per-view forward"):
+        method.build_model(build_backbone("convnet", 1, 4), {}, per_view=True)
+
+
+def test_decay_norm_and_bias_puts_weight_decay_on_every_parameter():
+    from sslbench.optim import build_optimizer
+
+    method = registry("methods").get("simsiam")
+    train, heads = method.resolve("smoke")
+    model = method.build_model(build_backbone("convnet", 1, 4), heads)
+    for flag, expected in ((False, {0.0, train.weight_decay}), (True, {train.weight_decay})):
+        opt = build_optimizer(model, dataclasses.replace(train, decay_norm_and_bias=flag))
+        assert {g["weight_decay"] for g in opt.param_groups} == expected
