@@ -260,11 +260,6 @@ def logreg_accuracy(
     return logreg_from_coordinates(zs, zq, support.shape[1], wd, max_iter)
 
 
-def l2_rows(x: np.ndarray) -> torch.Tensor:
-    """Row-wise l2-normalised float32 tensor (zero rows stay zero)."""
-    return F.normalize(torch.from_numpy(np.array(x, dtype=np.float32)), dim=1)
-
-
 #: Suffix of the per-run 95% half-widths. Not ``_ci95``: the leaderboard already
 #: writes ``<protocol>.<metric>_ci95`` (over seeds) and would overwrite it.
 CI_SUFFIX = "_episode_ci95"
@@ -295,7 +290,7 @@ class FewShot(Protocol):
     """
 
     name: ClassVar[str] = "few_shot"
-    version: ClassVar[str] = "2"
+    version: ClassVar[str] = "3"
     requires: ClassVar[frozenset[str]] = frozenset({"labels"})
     metrics: ClassVar[dict[str, Direction]] = {
         "acc_1shot_centroid": "higher",
@@ -333,22 +328,23 @@ class FewShot(Protocol):
                           f"acc_{5 if 5 in self.shots else self.shots[-1]}shot_centroid")
 
     def _source(self, features: FeatureSet) -> tuple[np.ndarray, np.ndarray, str]:
+        """The l2-normalised rows, labels and name of the split the episodes come from."""
         if self.split != "transfer":
             split = features.train if self.split == "train" else features.test
-            return split.x, split.y, self.split
+            return split.unit(), split.y, self.split
         if features.transfer is None:
             raise NotApplicable(
                 f"{self.name}: split='transfer' but run {features.run or '?'} has no transfer split "
                 "(set a transfer dataset: `transfer = \"digits\"` under [run])"
             )
-        return features.transfer.x, features.transfer.y, "transfer"
+        return features.transfer.unit(), features.transfer.y, "transfer"
 
     def evaluate(self, features: FeatureSet, seed: int) -> Evaluation:
         """Mean episode accuracies (fractions) and their 95% half-widths; see the class docstring."""
         x, y, source = self._source(features)
         eps = sample_episodes(y, self.ways, self.shots[-1], self.queries, self.episodes, seed)
         with single_thread():  # every op is small (at most CHUNK episodes)
-            acc = self._accuracies(l2_rows(x), eps)
+            acc = self._accuracies(torch.from_numpy(x), eps)
         out: dict[str, float | str] = {}
         for key, a in acc.items():
             out[f"acc_{key}"], out[f"acc_{key}{CI_SUFFIX}"] = normal_ci95(a)
@@ -389,7 +385,7 @@ class FewShotTransfer(FewShot):
     """
 
     name: ClassVar[str] = "few_shot_transfer"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     requires: ClassVar[frozenset[str]] = frozenset({"labels", "transfer"})
 
     split: str = "transfer"

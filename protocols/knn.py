@@ -16,24 +16,11 @@ from typing import Any, ClassVar
 import faiss
 import numpy as np
 
+from sslbench.embedding_stats import l2_normalize
 from sslbench.errors import SslbenchError
 from sslbench.protocol import Evaluation, Protocol
 from sslbench.records import MetricMeta
 from sslbench.types import Direction, FeatureSet
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Row-wise l2 normalisation to contiguous float32 (zero rows stay zero).
-
-    Args:
-        x: ``(N, D)`` features.
-
-    Returns:
-        ``(N, D)`` float32 rows of unit norm.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.float32(1e-12))
-    return np.ascontiguousarray(x / norms)
 
 
 def gpu_available() -> bool:
@@ -69,6 +56,7 @@ def neighbors(
     nprobe: int = 16,
     device: str = "auto",
     seed: int = 0,
+    normalized: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k neighbours of each test row among the train rows, as similarities (higher is closer).
 
@@ -84,17 +72,19 @@ def neighbors(
         nprobe: IVF cells visited per query.
         device: ``auto`` (GPU when faiss-gpu sees one), ``cpu`` or ``gpu``.
         seed: Seed of the IVF training subsample.
+        normalized: The rows are already l2-normalised (a feature set's shared
+            :meth:`~sslbench.types.Split.unit` rows): cosine skips its normalisation.
 
     Returns:
         ``(sims, idx)``, both ``(N_test, min(k, N_train))``, sorted by decreasing
         similarity; ``idx`` indexes ``train_x``.
     """
-    test_n = _prepare(test_x, metric)
+    test_n = _prepare(test_x, metric, normalized)
     n, dim = train_x.shape
     k = min(int(k), n)
     if index == "flat" and n * dim * 4 > SHARD_BYTES:
-        return _sharded_flat(train_x, test_n, k, metric, device)
-    train_n = _prepare(train_x, metric)
+        return _sharded_flat(train_x, test_n, k, metric, device, normalized)
+    train_n = _prepare(train_x, metric, normalized)
     nlist = max(1, min(nlist, n // 39))
     idx_obj = _index(dim, metric, index, nlist, device)
     if index == "ivf":
@@ -106,9 +96,11 @@ def neighbors(
     return _search(idx_obj, test_n, k, metric)
 
 
-def _prepare(x: np.ndarray, metric: str) -> np.ndarray:
-    """Rows as faiss wants them: l2-normalised for cosine, else contiguous float32."""
-    return l2_normalize(x) if metric == "cosine" else np.ascontiguousarray(x, dtype=np.float32)
+def _prepare(x: np.ndarray, metric: str, normalized: bool = False) -> np.ndarray:
+    """Rows as faiss wants them: l2-normalised for cosine (unless they already are), else contiguous float32."""
+    if metric == "cosine" and not normalized:
+        return l2_normalize(x)
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def _search(index: faiss.Index, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -127,14 +119,14 @@ SHARD_BYTES = 2**28
 
 
 def _sharded_flat(
-    train_x: np.ndarray, test_n: np.ndarray, k: int, metric: str, device: str
+    train_x: np.ndarray, test_n: np.ndarray, k: int, metric: str, device: str, normalized: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k over train shards merged with a faiss ``ResultHeap`` (ties at rank k may reorder)."""
     n, dim = train_x.shape
     rows = max(k, SHARD_BYTES // (4 * dim))
     heap = faiss.ResultHeap(len(test_n), k, keep_max=True)
     for lo in range(0, n, rows):
-        shard = _prepare(train_x[lo : lo + rows], metric)
+        shard = _prepare(train_x[lo : lo + rows], metric, normalized)
         index = _index(dim, metric, "flat", 1, device)
         index.add(shard)
         s, i = _search(index, test_n, min(k, len(shard)), metric)
@@ -316,7 +308,9 @@ class KNN(Protocol):
     def evaluate(self, features: FeatureSet, seed: int) -> Evaluation:
         """Top-1 accuracies (fractions) of the weighted kNN; ``seed`` only seeds the IVF training subsample."""
         ks = sorted({self.k, *self.extra_k})
-        train_x, test_x = features.train.layer(self.layer), features.test.layer(self.layer)
+        cosine = self.metric == "cosine"  # normalised rows are shared with the other protocols
+        train_x = features.train.unit(self.layer) if cosine else features.train.layer(self.layer)
+        test_x = features.test.unit(self.layer) if cosine else features.test.layer(self.layer)
         if train_x is None or test_x is None:
             raise SslbenchError(f"knn: layer='projector' but run {features.run or '?'} has no projector outputs")
         acc = knn_top1(
@@ -333,5 +327,6 @@ class KNN(Protocol):
             nprobe=self.nprobe,
             device=self.device,
             seed=seed,
+            normalized=cosine,
         )
         return Evaluation({"top1": acc[self.k], **{f"top1_k{e}": acc[e] for e in self.extra_k}})

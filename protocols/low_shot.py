@@ -32,7 +32,6 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from protocols._logistic import fit_rotated, rotate_span, single_thread, top1, weights
 from sslbench.errors import NotApplicable, SslbenchError
@@ -90,7 +89,7 @@ class LowShot(Protocol):
     """
 
     name: ClassVar[str] = "low_shot"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     requires: ClassVar[frozenset[str]] = frozenset({"labels"})
     metrics: ClassVar[dict[str, Direction]] = {
         f"top1_{k}shot": "higher" for k in (1, 2, 5, 10, 50)
@@ -152,11 +151,11 @@ class LowShot(Protocol):
         """Test top-1 ``(draws, len(ks))`` of a probe fitted on each draw's k-shot rows."""
         acc = np.empty((self.draws, len(ks)))
         with single_thread():  # small problems: threads would only add synchronisation
-            test_x = F.normalize(torch.from_numpy(np.array(features.test.x, dtype=np.float32)), dim=1)
+            test_x, train_unit = torch.from_numpy(features.test.unit()), features.train.unit()
             for d in range(self.draws):
                 for j, k in enumerate(ks):
                     idx = rows[d, :, :k].ravel()
-                    x = F.normalize(torch.as_tensor(np.asarray(features.train.x[idx], dtype=np.float32)), dim=1)
+                    x = torch.from_numpy(train_unit[idx])
                     rot = rotate_span(x)
                     a, b = fit_rotated(rot, torch.arange(n_cls).repeat_interleave(k), n_cls, self.wd, self.max_iter)
                     acc[d, j] = top1(test_x, test_y, weights(rot, a), b)

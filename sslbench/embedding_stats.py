@@ -99,6 +99,36 @@ def l2_rows(z: np.ndarray) -> np.ndarray:
     return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
 
 
+#: Norms below this (of non-zero rows) are recomputed in float64: their squares underflow in float32.
+_TINY_NORM = 1e-12
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise l2 normalisation to contiguous float32, without overflow or underflow (zero rows stay zero).
+
+    The norms are computed in float32, as every protocol did, except for rows whose
+    squared norm overflows (entries of about 1e19 and more) or underflows in float32:
+    those are normalised in float64, where a float32 input can neither overflow nor
+    underflow. So rows of ordinary magnitude are bit for bit
+    what a plain ``x / ||x||`` gives, and huge or tiny rows still come out of unit norm.
+
+    Args:
+        x: ``(N, D)`` features.
+
+    Returns:
+        ``(N, D)`` float32 rows of unit norm.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+    out = x / np.maximum(norms, np.float32(_TINY_NORM))
+    bad = ~np.isfinite(norms[:, 0]) | ((norms[:, 0] < _TINY_NORM) & (np.abs(x).max(axis=1, initial=0) > 0))
+    if bad.any():  # non-zero rows whose float64 norm is finite and positive
+        rows = x[bad].astype(np.float64)
+        out[bad] = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    return np.ascontiguousarray(out)
+
+
 def covariance_spectrum(z: np.ndarray | torch.Tensor) -> np.ndarray:
     """Eigenvalues of the covariance of the l2-normalised rows, sorted in decreasing order.
 

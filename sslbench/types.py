@@ -8,6 +8,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from sslbench.embedding_stats import l2_normalize
+
 Direction = Literal["higher", "lower"]
 
 
@@ -68,6 +70,18 @@ class Split:
         if name not in LAYERS:
             raise ValueError(f"layer must be one of {LAYERS}, got {name!r}")
         return self.x if name == "backbone" else self.z
+
+    def unit(self, name: str = "backbone") -> np.ndarray | None:
+        """The rows of one layer, l2-normalised (float32, :func:`sslbench.embedding_stats.l2_normalize`).
+
+        Computed once per split and layer and shared by every protocol that reads
+        normalised rows (kNN, few-shot, low-shot).
+        """
+        cache = self.__dict__.setdefault("_unit", {})  # frozen: the cache lives beside the fields
+        if name not in cache:
+            rows = self.layer(name)
+            cache[name] = None if rows is None else l2_normalize(rows)
+        return cache[name]
 
 
 #: The two layers a feature set can hold: backbone features and projector outputs.

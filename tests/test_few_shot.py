@@ -11,9 +11,10 @@ from protocols.few_shot import (
     FewShot,
     FewShotTransfer,
     centroid_accuracy,
-    l2_rows,
     sample_episodes,
 )
+from protocols.knn import KNN
+from sslbench.embedding_stats import l2_normalize
 from sslbench.errors import NotApplicable, SslbenchError
 from sslbench.stats import normal_ci95
 from sslbench.testing import make_features
@@ -165,6 +166,16 @@ def test_too_few_classes_for_the_episodes_is_not_applicable_not_a_failure():
         FewShot(episodes=10).evaluate(feats, seed=0)
 
 
-def test_l2_rows_keeps_zero_rows():
-    x = l2_rows(np.array([[3.0, 4.0], [0.0, 0.0]]))
-    assert torch.allclose(x, torch.tensor([[0.6, 0.8], [0.0, 0.0]]))
+def test_l2_normalize_keeps_zero_rows_and_survives_huge_and_tiny_rows():
+    x = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0], [3e20, 4e20], [3e-30, 4e-30]], dtype=np.float32))
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(x, [[0.6, 0.8], [0.0, 0.0], [0.6, 0.8], [0.6, 0.8]], rtol=1e-6)  # overflowed before
+
+
+def test_features_of_huge_magnitude_are_classified_not_zeroed():
+    """Rows at 1e19 and above overflowed the float32 squared norm: kNN and few-shot read chance."""
+    feats = make_features(0)
+    huge = dataclasses.replace(feats, train=dataclasses.replace(feats.train, x=feats.train.x * np.float32(1e20)),
+                               test=dataclasses.replace(feats.test, x=feats.test.x * np.float32(1e20)))
+    assert KNN().evaluate(huge, 0).metrics["top1"] == 1.0
+    assert FewShot(episodes=20).evaluate(huge, 0).metrics["acc_5shot_centroid"] == 1.0
