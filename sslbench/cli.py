@@ -97,8 +97,16 @@ def _parser() -> argparse.ArgumentParser:
     src = e.add_mutually_exclusive_group(required=True)
     src.add_argument("--encoder", help="TorchScript file, or state dict of a registered backbone (with --arch)")
     src.add_argument("--features", help=".npz with train_x, train_y, test_x, test_y [, transfer_x, transfer_y]")
-    e.add_argument("--arch", help="backbone of a state-dict --encoder (see `sslbench ls backbones`)")
+    e.add_argument("--arch", help="architecture of a checkpoint --encoder: a registered backbone (`sslbench ls "
+                                  "backbones`), torchvision:NAME or timm:NAME")
     e.add_argument("--width", type=_number("width"), help="width of --arch (default: the backbone's default)")
+    e.add_argument("--key-prefix", help="key prefix of the backbone weights in a checkpoint whose layout sslbench "
+                                        "does not recognise (e.g. 'state_dict.module.encoder.')")
+    e.add_argument("--image-size", type=_number("width"), help="resize and centre-crop the images to this side "
+                                                             "(e.g. 224 for an ImageNet model)")
+    e.add_argument("--resize", type=_number("width"), help="shorter side before that crop (default --image-size)")
+    e.add_argument("--normalize", default="dataset",
+                   help="input normalisation: dataset (default), imagenet, none, or MEAN,STD numbers")
     e.add_argument("--dataset", help="dataset to extract --encoder features from")
     e.add_argument("--data-root", help="where to look for data first (also SSLBENCH_DATA)")
     e.add_argument("--protocols", type=_csv, help="comma-separated protocols (default: all the inputs allow)")

@@ -33,6 +33,7 @@ from sslbench.feature_files import load_features
 from sslbench.features import encoder_hash
 from sslbench.layout import RunLayout
 from sslbench.lock import RunLock
+from sslbench.preprocess import InputSpec, parse_normalize
 from sslbench.protocol import Protocol
 from sslbench.records import DatasetInfo, RunHeader, Timings, TrainOutcome
 from sslbench.registry import registry
@@ -56,9 +57,16 @@ class EvalConfig:
     """What ``sslbench eval`` was asked to do (recorded in every result as ``run_config``).
 
     Attributes:
-        encoder: TorchScript or state-dict file; exclusive with ``features``.
-        arch: Registered backbone of a state dict.
-        width: Its width (default: the backbone's own default).
+        encoder: TorchScript or checkpoint file; exclusive with ``features``.
+        arch: Architecture of a checkpoint: a registered backbone, ``torchvision:NAME``
+            or ``timm:NAME`` (:mod:`sslbench.encoders`, :mod:`sslbench.checkpoint_formats`).
+        width: Width of a registered backbone (default: its own default).
+        key_prefix: The key prefix of the backbone's weights in the checkpoint, for a
+            layout sslbench does not recognise.
+        image_size: Resize and centre-crop the images to this square side (224 for
+            ImageNet models); default: the dataset's images as they are.
+        resize: Shorter side before that centre crop (default ``image_size``).
+        normalize: ``dataset`` (default), ``imagenet``, ``none`` or ``MEAN,STD`` numbers.
         dataset: Dataset to extract features from (with ``encoder``).
         data_root: Where to look for the dataset first.
         features: ``.npz`` file of precomputed features; exclusive with ``encoder``.
@@ -73,6 +81,10 @@ class EvalConfig:
     encoder: str | None = None
     arch: str | None = None
     width: int | None = None
+    key_prefix: str | None = None
+    image_size: int | None = None
+    resize: int | None = None
+    normalize: str = "dataset"
     dataset: str | None = None
     data_root: str | None = None
     features: str | None = None
@@ -105,6 +117,7 @@ class _Input:
     encoder: nn.Module | None = None
     data: ImageData | None = None
     encoder_hash: str | None = None
+    inputs: InputSpec | None = None
 
 
 def _check_args(cfg: EvalConfig) -> tuple[Path, str]:
@@ -113,7 +126,9 @@ def _check_args(cfg: EvalConfig) -> tuple[Path, str]:
         raise SslbenchError("give exactly one of --encoder or --features")
     if cfg.features is not None:
         extra = [f for f, v in (("--arch", cfg.arch), ("--width", cfg.width), ("--dataset", cfg.dataset),
-                                ("--data-root", cfg.data_root)) if v is not None]
+                                ("--data-root", cfg.data_root), ("--key-prefix", cfg.key_prefix),
+                                ("--image-size", cfg.image_size), ("--resize", cfg.resize)) if v is not None]
+        extra += ["--normalize"] if cfg.normalize != "dataset" else []
         if extra:
             raise SslbenchError(f"{', '.join(extra)} go(es) with --encoder, not --features")
     elif not cfg.dataset:
@@ -142,16 +157,21 @@ def _features_input(cfg: EvalConfig, src: Path, name: str) -> _Input:
 
 def _encoder_input(cfg: EvalConfig, src: Path, name: str) -> _Input:
     data = load_dataset(cfg.dataset, cfg.data_root)  # type: ignore[arg-type]
-    encoder, info = load_encoder(src, cfg.arch, cfg.width, data.channels)
+    encoder, info = load_encoder(src, cfg.arch, cfg.width, data.channels, cfg.key_prefix)
+    log(f"{name}: {info.report()}")
+    spec = InputSpec(cfg.image_size, cfg.resize, parse_normalize(cfg.normalize), channels=info.in_channels)
+    inputs = spec.resolve(data.channels, data.mean, data.std, data.name)
     file_hash = file_sha256(src)
     # TorchScript carries code as well as weights: its identity is the file
-    enc_hash = file_hash if info["format"] == "torchscript" else encoder_hash(encoder)
+    enc_hash = file_hash if info.format == "torchscript" else encoder_hash(encoder)
     dataset = DatasetInfo(data.name, data.fingerprint, data.source, int(data.train_images.shape[0]),
                           int(data.test_images.shape[0]))
     identity = {"method": name, "encoder_kind": ENCODER_KIND, "input": "encoder", "encoder_path": str(src),
-                "encoder_format": info["format"], "encoder_hash": enc_hash, "encoder_file_sha256": file_hash,
-                "arch": info["arch"], "width": info["width"], "dataset": data.name, "seed": cfg.seed}
-    return _Input(identity, dataset, {"labels", "encoder"}, encoder=encoder, data=data, encoder_hash=enc_hash)
+                "encoder_format": info.format, "encoder_hash": enc_hash, "encoder_file_sha256": file_hash,
+                "arch": info.arch, "width": info.width, "dataset": data.name, "seed": cfg.seed,
+                "encoder": info.to_record(), "inputs": inputs.to_record()}
+    return _Input(identity, dataset, {"labels", "encoder"}, encoder=encoder, data=data, encoder_hash=enc_hash,
+                  inputs=spec)
 
 
 def select_protocols(names: list[str] | None, available: set[str]) -> list[Protocol]:
@@ -205,7 +225,7 @@ def _evaluate(cfg: EvalConfig, lock: RunLock) -> int:
     features = inp.features
     if todo and inp.encoder is not None:
         log(f"{name}: extracting features of {src.name} on {inp.data.name} ({cfg.device})")  # type: ignore[union-attr]
-        features = encoder_features(inp.encoder, inp.data, cfg.device, src)  # type: ignore[arg-type]
+        features = encoder_features(inp.encoder, inp.data, cfg.device, src, inp.inputs)  # type: ignore[arg-type]
     if todo:
         claim_run_dir(paths, inp.identity, _VOLATILE)
     header = RunHeader(name, None, ENCODER_KIND, {}, cfg.seed, inp.identity, dataclasses.asdict(cfg), inp.dataset,

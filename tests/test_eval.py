@@ -447,3 +447,24 @@ def test_encoder_needs_dataset(tmp_path, cli, convnet4):
     torch.save(convnet4.state_dict(), tmp_path / "sd.pt")
     rc, _, err = cli("eval", "--encoder", str(tmp_path / "sd.pt"), "--arch", "convnet")
     assert rc == 2 and "--encoder needs --dataset" in err
+
+
+def test_a_torchvision_checkpoint_in_a_peer_layout_evaluates_through_the_cli(tmp_path, cli):
+    """A DINO-style checkpoint of a torchvision ResNet-18 on grey digits: grey replicated to RGB, ImageNet
+    statistics, 32 px; what was loaded and how the inputs were matched is recorded."""
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10)
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "dino.pth")
+    rc, _, err = cli("eval", "--encoder", str(tmp_path / "dino.pth"), "--arch", "torchvision:resnet18",
+                     "--dataset", "digits", "--image-size", "32", "--normalize", "imagenet",
+                     "--protocols", "knn", "--out", str(tmp_path / "out"))
+    assert rc == 0, err
+    assert "dino checkpoint" in err and "teacher.backbone." in err
+    doc = result(tmp_path / "out", "dino", "knn")
+    assert doc["config"]["encoder"]["format"] == "dino" and doc["config"]["encoder"]["n_missing"] == 0
+    assert doc["config"]["inputs"]["image_size"] == 32 and doc["config"]["inputs"]["normalize"] == "imagenet"
+    assert doc["config"]["inputs"]["grey_to_rgb"] is True and 0.0 < doc["metrics"]["top1"] <= 1.0
+    rc, _, err = cli("eval", "--features", str(tmp_path / "f.npz"), "--image-size", "32")
+    assert rc == 2 and "--image-size go(es) with --encoder" in err
