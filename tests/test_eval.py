@@ -429,13 +429,32 @@ def test_missing_encoder_file(tmp_path, cli):
     assert rc == 2 and "encoder file" in err and "does not exist" in err
 
 
+class _Crashes(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] < 16:
+            raise RuntimeError("images must be at least 16 px")
+        return x.flatten(1)
+
+
 def test_encoder_that_fails_on_the_images(tmp_path, cli):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(_Crashes()).save(str(tmp_path / "small.pt"))
+        torch.jit.trace(ConvNet(2, 4).eval(), torch.zeros(1, 2, 8, 8)).save(str(tmp_path / "two.pt"))
+    rc, _, err = _eval_encoder(cli, tmp_path, tmp_path / "small.pt")
+    assert rc == 2 and "failed on digits images of shape (B, 1, 8, 8)" in err and "at least 16 px" in err
+    assert not (tmp_path / "small").exists()  # nothing written: a fixed encoder can reuse the name
+    rc, _, err = _eval_encoder(cli, tmp_path, tmp_path / "two.pt")
+    assert rc == 2 and "2-channel images but digits has 1" in err
+
+
+def test_an_rgb_encoder_on_grey_images_sees_them_replicated(tmp_path, cli):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.trace(ConvNet(3, 4).eval(), torch.zeros(1, 3, 8, 8)).save(str(tmp_path / "rgb.pt"))
     rc, _, err = _eval_encoder(cli, tmp_path, tmp_path / "rgb.pt")
-    assert rc == 2 and "failed on digits images of shape (B, 1, 8, 8)" in err and "3 channels" in err
-    assert not (tmp_path / "rgb").exists()  # nothing written: a fixed encoder can reuse the name
+    assert rc == 0, err
+    assert result(tmp_path, "rgb", "knn")["config"]["inputs"]["grey_to_rgb"] is True
 
 
 def test_unknown_protocol_fails_before_loading(tmp_path, cli):
