@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from sslbench.errors import SslbenchError, did_you_mean
+from sslbench.interrupts import describe, graceful_stop
 
 
 def _csv(text: str) -> list[str]:
@@ -260,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"run": _cmd_run, "eval": _cmd_eval, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard,
                 "compare": _cmd_compare, "report": _cmd_report, "analyze": _cmd_analyze}
     try:
-        return handlers[args.command](args)
+        with graceful_stop():
+            return handlers[args.command](args)
     except SslbenchError as e:
         if args.debug:
             raise
@@ -275,9 +277,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"sslbench: error: {output_error(e.filename or '?', e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("sslbench: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        message, status = describe(e)
+        print(f"sslbench: {message}; rerun the same command to resume", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@
 - ``before_rename:<file name>``: an atomic write of ``<file name>`` has written and
   fsynced its temp file but not renamed it over the target.
 
+``SSLBENCH_FAULT=SIGTERM:<point>`` (or ``SIGINT:<point>``) sends that signal instead,
+as ``docker stop``, Slurm's preemption or Ctrl-C do.
+
 ``SSLBENCH_FAULT=enospc:<file name>`` (or plain ``enospc`` for every file) makes the
 atomic write of that file fail halfway with ``OSError(ENOSPC)``, as a disk that
 fills up while writing does.
@@ -27,13 +30,17 @@ ENV = "SSLBENCH_FAULT"
 
 
 def maybe_fault(point: str) -> None:
-    """Kill this process with SIGKILL if ``SSLBENCH_FAULT`` names ``point``.
+    """Send this process SIGKILL (or the signal named) if ``SSLBENCH_FAULT`` names ``point``.
 
     Args:
         point: The point reached, e.g. ``"after_epoch:2"``.
     """
-    if os.environ.get(ENV) == point:
+    fault = os.environ.get(ENV)
+    if fault == point:
         os.kill(os.getpid(), signal.SIGKILL)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if fault == f"{sig.name}:{point}":
+            os.kill(os.getpid(), sig)
 
 
 def disk_full(file_name: str) -> bool:

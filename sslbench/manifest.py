@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from sslbench.errors import SslbenchError
+from sslbench.interrupts import describe
 from sslbench.io import atomic_write_json
 from sslbench.layout import RunLayout
 
@@ -170,7 +171,7 @@ class Manifest:
         if isinstance(exc, SslbenchError):
             status, message = "error", str(exc)
         elif isinstance(exc, KeyboardInterrupt):
-            status, message = "interrupted", "interrupted (Ctrl-C)"
+            status, message = "interrupted", describe(exc)[0]
         else:
             status, message = "crashed", f"{type(exc).__name__}: {exc}"
         try:

@@ -1,8 +1,9 @@
 """The one training loop every method shares.
 
 It owns optimisation (SGD/LARS/AdamW, warmup + cosine), the target-update hook
-(``model.after_step(progress)``), an atomic checkpoint after every epoch,
-resumption from it, the training log (:mod:`sslbench.training_log`), the
+(``model.after_step(progress)``), an atomic checkpoint after every epoch (and
+mid-epoch every :data:`MID_EPOCH_CHECKPOINT_S` and on Ctrl-C/SIGTERM, see
+:mod:`sslbench.interrupts`), resumption from it to the exact step, the training log (:mod:`sslbench.training_log`), the
 training-time collapse monitor (:func:`probe`) and a progress bar on a terminal
 (plain log lines otherwise). A NaN/Inf loss stops the run and records it as
 ``diverged`` instead of raising.
@@ -27,7 +28,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,8 +36,14 @@ from torch import nn
 from tqdm import tqdm
 
 from sslbench import distributed as dist
+from sslbench import interrupts
 from sslbench.augment import TwoViews, normalize
-from sslbench.embedding_stats import PROBE_WARMUP_STEPS, rankme, status_readings, std_of_l2_normalized
+from sslbench.embedding_stats import (
+    PROBE_WARMUP_STEPS,
+    rankme,
+    status_readings,
+    std_of_l2_normalized,
+)
 from sslbench.errors import SslbenchError
 from sslbench.faults import maybe_fault
 from sslbench.io import atomic_write_json, load_checkpoint, save_checkpoint
@@ -46,6 +53,10 @@ from sslbench.optim import build_optimizer, lr_at, set_lr
 from sslbench.records import TrainOutcome
 from sslbench.training_log import append_row, truncate_log
 from sslbench.types import ImageData
+
+#: Seconds of training between mid-epoch checkpoints, so a SIGKILL (a Slurm job past its grace
+#: period, a lost node) costs at most this much of an epoch.
+MID_EPOCH_CHECKPOINT_S = 300.0
 
 
 def _log(msg: str) -> None:
@@ -167,8 +178,11 @@ def _setup(model: nn.Module, data: ImageData, views: TwoViews, cfg: TrainConfig,
                  device, batch, steps, int(cfg.warmup_epochs * steps), cfg.lr * batch / 256, probe_images)
 
 
-def _resume(loop: _Loop, paths: RunPaths, identity: dict | None) -> tuple[int, dict | None]:
-    """Restore the last checkpoint (weights, optimiser, data order, RNG): ``(epoch, stop decision)``.
+def _resume(loop: _Loop, paths: RunPaths, identity: dict | None) -> tuple[int, dict | None, _EpochPart | None]:
+    """Restore the last checkpoint (weights, optimiser, data order, RNG).
+
+    Returns:
+        ``(epochs done, stop decision, the part of the next epoch done)``.
 
     The data-order/augmentation generator and torch's global RNG are restored too,
     so a resumed run draws exactly what the uninterrupted run would have drawn.
@@ -177,7 +191,7 @@ def _resume(loop: _Loop, paths: RunPaths, identity: dict | None) -> tuple[int, d
         SslbenchError: when the checkpoint does not fit this run's model or identity.
     """
     if not paths.checkpoint.exists():
-        return 0, None
+        return 0, None, None
     state = load_checkpoint(paths.checkpoint)
     if not isinstance(state, dict):
         raise SslbenchError(f"checkpoint {paths.checkpoint} holds a {type(state).__name__}, not an sslbench training "
@@ -188,64 +202,123 @@ def _resume(loop: _Loop, paths: RunPaths, identity: dict | None) -> tuple[int, d
         loop.optimizer.load_state_dict(state["optimizer"])
         loop.gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        part = _EpochPart.from_state(state["partial"]) if state.get("partial") is not None else None
     except (KeyError, IndexError, AttributeError, RuntimeError, TypeError, ValueError) as e:
         raise _fit_error(paths.checkpoint, e) from None
+    if part is not None and (part.epoch != state["epoch"] or not 0 < part.step < loop.steps_per_epoch
+                             or part.perm.shape != (loop.data.train_images.shape[0],)):
+        raise _fit_error(paths.checkpoint, ValueError(f"its mid-epoch state (epoch {part.epoch + 1}, step "
+                                                      f"{part.step}) does not fit {loop.steps_per_epoch} steps"))
     stop = json.loads(state["stop"]) if isinstance(state.get("stop"), str) else None
-    return int(state["epoch"]), stop
+    return int(state["epoch"]), stop, part
 
 
-def _train_epoch(loop: _Loop, epoch: int, label: str, interactive: bool) -> tuple[dict[str, float], int, float] | TrainOutcome:
-    """One pass over the train split: ``(summed logs, projector dim, data seconds)``, or the diverged outcome."""
-    loop.model.train()
-    images, n, b = loop.data.train_images, loop.data.train_images.shape[0], loop.batch
+@dataclass
+class _EpochPart:
+    """How far an epoch is: steps done, its data order and the running sums of the step logs.
+
+    Checkpointed mid-epoch (on a stop request, and every :data:`MID_EPOCH_CHECKPOINT_S`),
+    so a resumed epoch continues at the next step with the same order and sums.
+    """
+
+    epoch: int
+    perm: torch.Tensor
+    step: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    dim: int = 0
+    t_data: float = 0.0
+    elapsed: float = 0.0
+
+    def to_state(self) -> dict:
+        """The checkpoint entry (tensors and plain values only)."""
+        return {"epoch": self.epoch, "perm": self.perm, "step": self.step, "sums": json.dumps(self.sums),
+                "dim": self.dim, "t_data": self.t_data, "elapsed": self.elapsed}
+
+    @classmethod
+    def from_state(cls, st: dict) -> _EpochPart:
+        return cls(int(st["epoch"]), st["perm"], int(st["step"]), json.loads(st["sums"]), int(st["dim"]),
+                   float(st["t_data"]), float(st["elapsed"]))
+
+
+def _step(loop: _Loop, part: _EpochPart) -> TrainOutcome | None:
+    """Optimiser step ``part.step`` of ``part.epoch``, added to ``part``; the diverged outcome on a NaN/Inf loss."""
+    images, b, i = loop.data.train_images, loop.batch, part.step
     world, rank = dist.world_size(), dist.rank()
-    lo, hi = rank * b // world, (rank + 1) * b // world
-    perm = torch.randperm(n, generator=loop.gen)
-    sums: dict[str, float] = {}
-    t_data, dim = 0.0, 0
-    bar = tqdm(range(loop.steps_per_epoch), desc=f"{label} ep {epoch + 1}/{loop.cfg.epochs}", disable=not interactive,
-               leave=False)
-    for i in bar:
-        step = epoch * loop.steps_per_epoch + i
-        lr = lr_at(step, loop.total, loop.warmup, loop.peak, loop.cfg.final_lr_ratio)
-        set_lr(loop.optimizer, lr, loop.peak)
-        td = time.perf_counter()
-        v1, v2 = loop.views(images[perm[i * b : (i + 1) * b]].to(loop.device, non_blocking=True), loop.gen)
-        if world > 1:  # every rank made the global batch's views; keep this rank's slice
-            v1, v2 = v1[lo:hi], v2[lo:hi]
-        if loop.device == "cpu":
-            v1 = v1.contiguous(memory_format=torch.channels_last)
-            v2 = v2.contiguous(memory_format=torch.channels_last)
-        t_data += time.perf_counter() - td
-        out = loop.step_model(v1, v2)
-        loss_value = dist.mean_over_ranks(out.loss.detach())
-        if not math.isfinite(loss_value):  # the same decision on every rank
-            return TrainOutcome("diverged", epoch, step, f"loss became {loss_value} at step {step} (epoch {epoch + 1})")
-        loop.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        loop.optimizer.step()
-        if hasattr(loop.model, "after_step"):
-            loop.model.after_step((step + 1) / loop.total)
-        maybe_fault(f"after_step:{step + 1}")
-        sums["loss"] = sums.get("loss", 0.0) + loss_value
-        for k, v in out.terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-        sums["std_l2"] = sums.get("std_l2", 0.0) + float(std_of_l2_normalized(out.z))
-        sums["lr"], dim = lr, out.z.shape[1]
+    step = part.epoch * loop.steps_per_epoch + i
+    lr = lr_at(step, loop.total, loop.warmup, loop.peak, loop.cfg.final_lr_ratio)
+    set_lr(loop.optimizer, lr, loop.peak)
+    td = time.perf_counter()
+    v1, v2 = loop.views(images[part.perm[i * b : (i + 1) * b]].to(loop.device, non_blocking=True), loop.gen)
+    if world > 1:  # every rank made the global batch's views; keep this rank's slice
+        lo, hi = rank * b // world, (rank + 1) * b // world
+        v1, v2 = v1[lo:hi], v2[lo:hi]
+    if loop.device == "cpu":
+        v1 = v1.contiguous(memory_format=torch.channels_last)
+        v2 = v2.contiguous(memory_format=torch.channels_last)
+    part.t_data += time.perf_counter() - td
+    out = loop.step_model(v1, v2)
+    loss_value = dist.mean_over_ranks(out.loss.detach())
+    if not math.isfinite(loss_value):  # the same decision on every rank
+        return TrainOutcome("diverged", part.epoch, step, f"loss became {loss_value} at step {step} "
+                            f"(epoch {part.epoch + 1})")
+    loop.optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    loop.optimizer.step()
+    if hasattr(loop.model, "after_step"):
+        loop.model.after_step((step + 1) / loop.total)
+    sums = part.sums
+    sums["loss"] = sums.get("loss", 0.0) + loss_value
+    for k, v in out.terms.items():
+        sums[k] = sums.get(k, 0.0) + float(v)
+    sums["std_l2"] = sums.get("std_l2", 0.0) + float(std_of_l2_normalized(out.z))
+    sums["lr"], part.dim, part.step = lr, out.z.shape[1], i + 1
+    maybe_fault(f"after_step:{step + 1}")
+    return None
+
+
+def _pause_now(last_save: float) -> bool:
+    """Whether to checkpoint mid-epoch: a stop was requested or the last checkpoint is old (any rank decides)."""
+    want = interrupts.requested() is not None or time.monotonic() - last_save >= MID_EPOCH_CHECKPOINT_S
+    return dist.mean_over_ranks(torch.tensor(float(want))) > 0 if dist.is_distributed() else want
+
+
+def _train_epoch(loop: _Loop, part: _EpochPart, paths: RunPaths, identity: dict | None,
+                 interactive: bool) -> TrainOutcome | None:
+    """Run ``part``'s epoch to its end; the diverged outcome on a NaN/Inf loss.
+
+    Raises:
+        StopRequested: after checkpointing the epoch so far, when a stop was requested.
+    """
+    loop.model.train()
+    bar = tqdm(total=loop.steps_per_epoch, initial=part.step, desc=f"{paths.label} ep {part.epoch + 1}/"
+               f"{loop.cfg.epochs}", disable=not interactive, leave=False)
+    t0, last_save = time.perf_counter() - part.elapsed, time.monotonic()
+    while part.step < loop.steps_per_epoch:
+        diverged = _step(loop, part)
+        if diverged:
+            return diverged
+        bar.update(1)
         if interactive:
-            bar.set_postfix(loss=f"{loss_value:.4f}")
-    return sums, dim, t_data
+            bar.set_postfix(loss=f"{part.sums['loss'] / part.step:.4f}")
+        if part.step < loop.steps_per_epoch and _pause_now(last_save):
+            part.elapsed = time.perf_counter() - t0
+            _save(loop, paths, part.epoch, None, identity, part)
+            t0, last_save = time.perf_counter() - part.elapsed, time.monotonic()  # the save is not training time
+            interrupts.check()
+    bar.close()
+    part.elapsed = time.perf_counter() - t0
+    return None
 
 
-def _epoch_row(loop: _Loop, epoch: int, sums: dict[str, float], dim: int, t_data: float, elapsed: float) -> dict:
-    """The training-log row of an epoch: means of the step logs, the monitor's readings, throughput."""
-    steps = loop.steps_per_epoch
-    row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps, "lr": sums.pop("lr"),
+def _epoch_row(loop: _Loop, part: _EpochPart) -> dict:
+    """The training-log row of a finished epoch: means of the step logs, the monitor's readings, throughput."""
+    steps, sums = loop.steps_per_epoch, dict(part.sums)
+    row: dict[str, Any] = {"epoch": part.epoch + 1, "step": (part.epoch + 1) * steps, "lr": sums.pop("lr"),
                            "world_size": dist.world_size()}
     row.update({k: v / steps for k, v in sums.items()})
     row.update(probe(loop.model, loop.probe_images, loop.data, loop.device))
-    row.update({"std_l2_ref": 1 / math.sqrt(dim), "images_per_s": steps * loop.batch / elapsed,
-                "data_share": t_data / elapsed, "epoch_s": elapsed})
+    row.update({"std_l2_ref": 1 / math.sqrt(part.dim), "images_per_s": steps * loop.batch / part.elapsed,
+                "data_share": part.t_data / part.elapsed, "epoch_s": part.elapsed})
     return row
 
 
@@ -260,26 +333,36 @@ def _collapse_stop(loop: _Loop, row: dict) -> dict | None:
     return {"status": "collapsed", "epochs": row["epoch"], "step": row["step"], "message": msg}
 
 
-def _end_epoch(loop: _Loop, paths: RunPaths, row: dict, stop: dict | None, identity: dict | None, label: str) -> None:
+def _save(loop: _Loop, paths: RunPaths, epochs_done: int, stop: dict | None, identity: dict | None,
+          part: _EpochPart | None = None) -> None:
+    """Checkpoint (rank 0) after ``epochs_done`` epochs, and ``part`` of the next one if given."""
+    if dist.is_main():
+        state = {"model": loop.model.state_dict(), "optimizer": loop.optimizer.state_dict(),
+                 "generator": loop.gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epochs_done,
+                 "stop": json.dumps(stop) if stop else None,
+                 "identity": json.dumps(identity) if identity is not None else None}
+        if part is not None:
+            state["partial"] = part.to_state()
+        save_checkpoint(paths.checkpoint, state)
+    dist.barrier()
+
+
+def _end_epoch(loop: _Loop, paths: RunPaths, row: dict, stop: dict | None, identity: dict | None) -> None:
     """Write the epoch's log line, then its checkpoint with the stop decision (rank 0), then its status."""
     if dist.is_main():
         # The log line goes first: a kill between the two leaves a line for an epoch that
         # is not checkpointed, which the resume drops and recomputes.
         append_row(paths.metrics_log, row)
-        state = {"model": loop.model.state_dict(), "optimizer": loop.optimizer.state_dict(),
-                 "generator": loop.gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": row["epoch"],
-                 "stop": json.dumps(stop) if stop else None,
-                 "identity": json.dumps(identity) if identity is not None else None}
-        save_checkpoint(paths.checkpoint, state)
-    dist.barrier()
+    _save(loop, paths, row["epoch"], stop, identity)
     if dist.is_main():
-        _log(f"{label} epoch {row['epoch']}/{loop.cfg.epochs} loss {row['loss']:.4f} std_l2 {row['probe_std_l2']:.4f} "
-             f"(healthy ~{row['std_l2_ref']:.4f}) eff. dims {row['probe_effective_dims']:.1f} {row['probe_status']} "
+        _log(f"{paths.label} epoch {row['epoch']}/{loop.cfg.epochs} loss {row['loss']:.4f} "
+             f"std_l2 {row['probe_std_l2']:.4f} (healthy ~{row['std_l2_ref']:.4f}) "
+             f"eff. dims {row['probe_effective_dims']:.1f} {row['probe_status']} "
              f"{row['images_per_s']:.0f} img/s, data {100 * row['data_share']:.0f}%")
     maybe_fault(f"after_epoch:{row['epoch']}")
     if stop and dist.is_main():
         atomic_write_json(paths.train_status, stop)
-        _log(f"{label}: {stop['message']}; training stopped, the encoder is still evaluated")
+        _log(f"{paths.label}: {stop['message']}; training stopped, the encoder is still evaluated")
 
 
 def _diverged(paths: RunPaths, outcome: TrainOutcome, label: str) -> TrainOutcome:
@@ -321,25 +404,32 @@ def pretrain(
     if recorded is not None and recorded["status"] == "diverged":
         return _outcome(recorded)
     loop = _setup(model, data, views, cfg, seed, device)
-    start, stop = _resume(loop, paths, identity)
+    start, stop, part = _resume(loop, paths, identity)
     if stop is None and recorded is not None and recorded["epochs"] == start:
         stop = recorded  # a collapse recorded by a version whose checkpoints held no decision
     if stop:
         return _outcome(stop)
-    if 0 < start < cfg.epochs and dist.is_main():
-        _log(f"{paths.label}: resuming from epoch {start}/{cfg.epochs}")
+    if 0 < start < cfg.epochs or part is not None:
+        _log_resume(paths.label, start, part, loop)
     if dist.is_main():
         truncate_log(paths.metrics_log, start)
     interactive = sys.stderr.isatty() and dist.is_main()
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        result = _train_epoch(loop, epoch, paths.label, interactive)
-        if isinstance(result, TrainOutcome):
-            return _diverged(paths, result, paths.label)
-        sums, dim, t_data = result
-        row = _epoch_row(loop, epoch, sums, dim, t_data, time.perf_counter() - t0)
-        stop = _collapse_stop(loop, row)
-        _end_epoch(loop, paths, row, stop, identity, paths.label)
-        if stop:
-            return _outcome(stop)
+    with interrupts.deferred():
+        for epoch in range(start, cfg.epochs):
+            part = part or _EpochPart(epoch, torch.randperm(loop.data.train_images.shape[0], generator=loop.gen))
+            diverged = _train_epoch(loop, part, paths, identity, interactive)
+            if diverged:
+                return _diverged(paths, diverged, paths.label)
+            row = _epoch_row(loop, part)
+            stop, part = _collapse_stop(loop, row), None
+            _end_epoch(loop, paths, row, stop, identity)
+            if stop:
+                return _outcome(stop)
+            interrupts.check()
     return TrainOutcome("finished", cfg.epochs)
+
+
+def _log_resume(label: str, start: int, part: _EpochPart | None, loop: _Loop) -> None:
+    if dist.is_main():
+        where = f", step {part.step}/{loop.steps_per_epoch} of epoch {part.epoch + 1}" if part else ""
+        _log(f"{label}: resuming from epoch {start}/{loop.cfg.epochs}{where}")

@@ -104,3 +104,24 @@ def test_sigkill_then_rerun_equals_the_uninterrupted_run(reference, tmp_path, cl
     assert_same_outputs(reference, out)
     history = json.loads((out / "manifest.json").read_text())["invocations"]
     assert [h["status"] for h in history] == ["killed", "finished"]
+
+
+@pytest.mark.parametrize("signame, point", [("SIGTERM", "after_step:17"), ("SIGINT", "after_step:17"),
+                                            ("SIGTERM", "during_features")])
+def test_sigterm_or_ctrl_c_stops_cleanly_and_the_rerun_resumes(reference, tmp_path, cli, signame, point):
+    """Training finishes its step and checkpoints mid-epoch; elsewhere the command stops at once."""
+    out = tmp_path / "out"
+    stopped = sslbench(cli, out, f"{signame}:{point}")
+    assert stopped.rc == {"SIGTERM": 143, "SIGINT": 130}[signame], stopped.err[-2000:]
+    word = {"SIGTERM": "terminated (SIGTERM)", "SIGINT": "interrupted (Ctrl-C)"}[signame]
+    assert stopped.err.strip().splitlines()[-1] == f"sslbench: {word}; rerun the same command to resume"
+    assert not (out / ".sslbench.lock").exists() and not list(out.rglob("*.tmp"))
+    assert json.loads((out / "manifest.json").read_text())["invocations"][-1]["message"] == word
+    if point.startswith("after_step"):
+        state = torch.load(out / RUN / "checkpoint.pt", weights_only=True)
+        assert state["epoch"] == 1 and state["partial"]["step"] == 17 - 11  # 11 steps per epoch
+    resumed = sslbench(cli, out)
+    assert resumed.rc == 0, resumed.err[-2000:]
+    if point.startswith("after_step"):
+        assert "resuming from epoch 1/3, step 6/11 of epoch 2" in resumed.err
+    assert_same_outputs(reference, out)

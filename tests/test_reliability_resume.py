@@ -150,3 +150,33 @@ def test_a_kill_around_the_collapse_decision_resumes_to_the_same_encoder(tmp_pat
     assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in full.state_dict().items())
     rows = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, outcome.epochs + 1))
+
+
+def test_a_kill_after_a_timed_mid_epoch_checkpoint_loses_no_step(tmp_path, monkeypatch):
+    """With a checkpoint every step, SIGKILL at step 15 resumes at step 14, bitwise the uninterrupted run."""
+    full, _ = _train("byol", tmp_path / "full")
+    monkeypatch.setattr(train_mod, "MID_EPOCH_CHECKPOINT_S", 0.0)
+
+    def kill(point: str) -> None:
+        if point == "after_step:15":
+            raise _Killed(point)
+
+    monkeypatch.setattr(train_mod, "maybe_fault", kill)
+    with pytest.raises(_Killed):
+        _train("byol", tmp_path / "killed")
+    monkeypatch.setattr(train_mod, "maybe_fault", lambda point: None)
+    state = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["partial"]["step"] == 3  # steps 12-14 of epoch 2 are saved
+    resumed, _ = _train("byol", tmp_path / "killed")
+    assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in full.state_dict().items())
+    assert "partial" not in torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+
+
+def test_a_mid_epoch_checkpoint_for_another_epoch_length_is_refused(tmp_path):
+    _train("vicreg", tmp_path, epochs=1)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state["partial"] = {"epoch": 1, "perm": torch.arange(5), "step": 40, "sums": "{}", "dim": 0, "t_data": 0.0,
+                        "elapsed": 0.0}
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    with pytest.raises(SslbenchError, match=r"mid-epoch state \(epoch 2, step 40\) does not fit 11 steps"):
+        _train("vicreg", tmp_path)
