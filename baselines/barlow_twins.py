@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from baselines.joint_embedding import JointEmbedding
-from baselines.losses.barlow_twins import BarlowTwinsConfig, barlow_twins_terms
+from baselines.losses.barlow_twins import BarlowTwinsConfig, barlow_twins_terms, combine
 from sslbench.method import ViewConfig
 from sslbench.heads import mlp
 from sslbench.method import Method, TrainConfig
@@ -26,7 +26,7 @@ def build_barlow_twins(backbone: nn.Module, heads: dict[str, int], loss: BarlowT
 
     def objective(za: torch.Tensor, zb: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         terms = barlow_twins_terms(za, zb, loss, gather=True)
-        return terms["on_diagonal"] + loss.lambd * terms["off_diagonal"], terms
+        return combine(terms, loss), terms
 
     return JointEmbedding(backbone, mlp([backbone.out_dim, h, h, heads["proj_dim"]]), objective)
 
