@@ -3,7 +3,9 @@
 online: backbone -> projector -> predictor; target: an EMA copy of backbone and
 projector, updated after every step (:mod:`baselines.targets`, the method's
 ``target`` config). Loss: :func:`baselines.losses.negative_cosine.byol_loss`.
-Recipe: LARS, base lr 1.0 (CIFAR: solo-learn), wd 1e-5, warmup then cosine.
+Recipe: LARS, base lr 1.0, wd 1e-5, warmup then cosine; the ``cifar10`` preset is
+solo-learn's CIFAR recipe (LARS eta 0.02 with clip_lr, no blur, each view forwarded
+on its own): docs/reference/recipes.md.
 """
 
 from __future__ import annotations
@@ -79,6 +81,13 @@ BYOL = Method(
         # quick: batch 64 for 3 epochs, more steps in less time (docs/results/quick/tuning.md)
         "quick": {"train": {"batch_size": 64, "epochs": 3, "warmup_epochs": 0.5}, "heads": {"proj_hidden": 1024, "proj_dim": 256, "pred_hidden": 1024}},
         "standard": {"train": {"batch_size": 256, "warmup_epochs": 2}},
-        "cifar10": {"train": {"batch_size": 256, "lr": 1.0, "weight_decay": 1e-5, "warmup_epochs": 10}},
+        # cifar10: solo-learn scripts/pretrain/cifar/byol.yaml and augmentations/asymmetric.yaml (no blur
+        # at 32 px; solarisation on view 2 only, from the method's views); docs/reference/recipes.md
+        "cifar10": {
+            "train": {"optimizer": "lars", "batch_size": 256, "lr": 1.0, "weight_decay": 1e-5, "momentum": 0.9,
+                      "lars_eta": 0.02, "lars_clip_lr": True, "warmup_epochs": 10, "per_view_forward": True},
+            "heads": {"proj_hidden": 4096, "proj_dim": 256, "pred_hidden": 4096},
+            "views": {"blur_p": 0.0, "saturation": 0.2},
+        },
     },
 )

@@ -1,7 +1,9 @@
 """SimCLR (Chen et al., ICML 2020): backbone -> 2-layer projector -> NT-Xent.
 
 Loss in :mod:`baselines.losses.nt_xent`; the temperature is a loss field.
-Recipe: LARS, base lr 0.4 (solo-learn CIFAR), wd 1e-5, tau 0.2 (CIFAR), warmup then cosine.
+Recipe: LARS, base lr 0.4, wd 1e-5, tau 0.2 (CIFAR), warmup then cosine. The ``cifar10``
+preset is solo-learn's CIFAR recipe (wd 1e-4, a 256-d projection, jitter 0.8, blur
+0.5): docs/reference/recipes.md.
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ SIMCLR = Method(
         # 0.075 * sqrt(128) = 0.85 (appendix B.1); docs/results/quick/tuning.md
         "quick": {"train": {"batch_size": 128, "lr": 0.8, "warmup_epochs": 0.5}, "heads": {"proj_hidden": 1024, "proj_dim": 128}},
         "standard": {"train": {"batch_size": 256, "warmup_epochs": 2}},
-        "cifar10": {"train": {"batch_size": 256, "warmup_epochs": 10}},
+        # cifar10: solo-learn scripts/pretrain/cifar/simclr.yaml and augmentations/symmetric.yaml;
+        # docs/reference/recipes.md
+        "cifar10": {
+            "train": {"optimizer": "lars", "batch_size": 256, "lr": 0.4, "weight_decay": 1e-4, "momentum": 0.9,
+                      "lars_eta": 0.02, "lars_clip_lr": True, "warmup_epochs": 10, "per_view_forward": True},
+            "heads": {"proj_hidden": 2048, "proj_dim": 256},
+            "views": {"brightness": 0.8, "contrast": 0.8, "saturation": 0.8, "blur_p": 0.5},
+        },
     },
 )

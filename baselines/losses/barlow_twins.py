@@ -5,8 +5,19 @@ Each view is batch-normalised separately (biased variance, eps 1e-5, no
 affine); ``C = za_n^T zb_n / N``;
 ``L = sum_i (1 - C_ii)^2 + lambda * sum_{i != j} C_ij^2`` with lambda = 0.0051
 (lightly uses 5e-3). Normalising both views together is a known bug of some
-implementations; solo-learn and VISSL multiply the loss by ``scale_loss``
-(0.024, CIFAR 0.1), which only rescales the learning rate: not done here.
+implementations.
+
+``scale_loss`` multiplies the loss (solo-learn ``solo/losses/barlow.py``: default
+0.024, 0.1 in its CIFAR config; the first release of facebookresearch/barlowtwins:
+1/32). Under plain SGD that is a learning-rate change; under LARS it is not. Each
+adapted (weight) tensor's step has norm ``eta * lr * ||p||`` whatever the gradient
+scale, so with no weight decay the weight steps do not change at all; with weight
+decay they turn towards ``-p``, since the scaled gradient shrinks against
+``wd * p``; the steps of biases and norm parameters, which LARS leaves unadapted,
+scale by ``scale_loss``. So it moves the balance between weight and bias/norm
+updates and the direction of the weight updates (docs/reference/optimisers.md,
+``tests/test_optim.py``); the official code later replaced it by a separate
+bias learning rate (``--learning-rate-biases``). Default 1: no scaling.
 
 Distributed contract: the per-dimension mean/var of the batch norm and ``C``
 are global batch statistics. With ``gather=True`` the entry points
@@ -30,10 +41,13 @@ class BarlowTwinsConfig:
     """Attributes:
     lambd: Weight of the off-diagonal (redundancy reduction) term.
     eps: Batch-norm epsilon.
+    scale_loss: Factor on the whole loss (solo-learn's CIFAR recipe: 0.1); not a
+        learning-rate change under LARS (see the module docstring).
     """
 
     lambd: float = 0.0051
     eps: float = 1e-5
+    scale_loss: float = 1.0
 
 
 def _batch_norm(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -67,8 +81,14 @@ def barlow_twins_terms(
     return {"on_diagonal": (1 - diag).pow(2).sum(), "off_diagonal": c.pow(2).sum() - diag.pow(2).sum()}
 
 
+def combine(terms: dict[str, torch.Tensor], cfg: BarlowTwinsConfig) -> torch.Tensor:
+    """``scale_loss * (on_diagonal + lambd * off_diagonal)`` from the named terms."""
+    return cfg.scale_loss * (terms["on_diagonal"] + cfg.lambd * terms["off_diagonal"])
+
+
 def barlow_twins_loss(
-    za: torch.Tensor, zb: torch.Tensor, lambd: float = 0.0051, eps: float = 1e-5, gather: bool = False
+    za: torch.Tensor, zb: torch.Tensor, lambd: float = 0.0051, eps: float = 1e-5, gather: bool = False,
+    scale_loss: float = 1.0,
 ) -> torch.Tensor:
     """Barlow Twins loss.
 
@@ -79,9 +99,10 @@ def barlow_twins_loss(
         eps: Batch-norm epsilon.
         gather: Compute on the global batch gathered from all ranks (see the
             module's distributed contract).
+        scale_loss: Factor on the whole loss (1: none).
 
     Returns:
         Scalar loss.
     """
-    t = barlow_twins_terms(za, zb, BarlowTwinsConfig(lambd, eps), gather)
-    return t["on_diagonal"] + lambd * t["off_diagonal"]
+    cfg = BarlowTwinsConfig(lambd, eps, scale_loss)
+    return combine(barlow_twins_terms(za, zb, cfg, gather), cfg)
