@@ -99,6 +99,48 @@ def test_a_plugin_label_with_its_own_order_is_read_like_the_collapse_status(reco
     assert 'class="badge b2">poor' in leaderboard_render.html_fragment(board)
 
 
+def _few_shot_records(records, drop_meta: bool = False):
+    """Two seeds of the registered few_shot protocol's records; with ``drop_meta``, read back from JSON
+    without the ``intervals`` metadata, as records written before it was recorded."""
+    from sslbench.records import ResultRecord
+    from sslbench.registry import registry
+
+    info = registry("protocols").get("few_shot")().info()
+    out = []
+    for seed, (acc, ci) in enumerate(((0.50, 0.02), (0.60, 0.04))):
+        rec = records.make("a", seed, "knn", {})
+        metrics = {"acc_1shot_centroid": acc, "acc_1shot_centroid_episode_ci95": ci, "source": "test"}
+        rec = dataclasses.replace(rec, protocol=info, metrics=metrics)
+        if drop_meta:
+            doc = rec.to_json()
+            del doc["protocol"]["intervals"]
+            rec = ResultRecord.from_json(doc, "old.json")
+        out.append(rec)
+    return out
+
+
+@pytest.mark.parametrize("drop_meta", [False, True])
+def test_a_declared_interval_metric_gets_no_interval_over_seeds(records, drop_meta):
+    rows = _few_shot_records(records, drop_meta)
+    assert rows[0].protocol.meta.intervals["acc_1shot_centroid_episode_ci95"] == "acc_1shot_centroid"
+    row = _row(leaderboard.build(rows).table, "a")
+    assert row["few_shot.acc_1shot_centroid"] == pytest.approx(0.55)
+    assert row["few_shot.acc_1shot_centroid_ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * np.std([0.5, 0.6], ddof=1)
+                                                                  / math.sqrt(2))
+    assert row["few_shot.acc_1shot_centroid_episode_ci95"] == pytest.approx(0.03)  # the mean over seeds
+    assert not [c for c in row.index if c.endswith("_ci95_ci95")]
+
+
+def test_the_interval_rule_reads_the_metadata_not_the_name(records):
+    rec = records.make("a", 0, "knn", {"top1": 0.9})
+    meta = MetricMeta({"top1": "higher"}, "top1", intervals={"spread": "top1"})
+    rec = dataclasses.replace(rec, protocol=dataclasses.replace(rec.protocol, name="plug", meta=meta),
+                              metrics={"top1": 0.9, "spread": 0.01, "noise_ci95": 0.5})
+    table = leaderboard.build([rec]).table
+    assert "plug.spread" in table and "plug.spread_ci95" not in table
+    assert "plug.noise_ci95_ci95" in table  # undeclared: an ordinary metric, whatever its name
+
+
 def test_every_format(board):
     md = leaderboard_render.render(board, "md")
     assert "| method | rank | borda | n_seeds | knn.top1" in md
