@@ -172,7 +172,10 @@ def _parser(command: str | None = None) -> _Parser:
 
     lb = command_parser("leaderboard", "rebuild the leaderboard from run directories")
     lb.add_argument("dirs", nargs="+", help="run directories (--out of earlier runs)")
-    lb.add_argument("--format", default="md", help="what to print: md (default) | csv | json | html")
+    lb.add_argument("--format", default="md",
+                    help="what to print: md (default; the compact view) | csv | json | html (every column, as the files)")
+    lb.add_argument("--all", action="store_true",
+                    help="with md: every column, the floor deltas and the notes (as leaderboard.md)")
     lb.add_argument("--write", help="also write leaderboard.{md,csv,json,html} into this directory")
 
     cmp = command_parser("compare", "regression gate: compare CURRENT against BASELINE (exit 0 pass, 1 regression)")
@@ -226,9 +229,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _warn(board: Any) -> None:
+    """Print the leaderboard's warnings (mixed data fingerprints or protocol versions, runs read
+    twice) on stderr, whatever is printed on stdout."""
+    for note in board.notes:
+        if note.startswith("WARNING"):
+            print(f"sslbench: {note}", file=sys.stderr, flush=True)
+
+
 def _write_leaderboard(out: str) -> None:
-    """Rebuild the leaderboard of ``out`` from its records, write it, print it (rank 0 only); its
-    warnings (mixed data fingerprints or protocol versions) go to stderr too."""
+    """Rebuild the leaderboard of ``out`` from its records, write its files, print the compact view
+    (rank 0 only); its warnings go to stderr."""
     from sslbench import distributed, leaderboard, leaderboard_render
     from sslbench.layout import RunLayout
     from sslbench.store import find_records
@@ -237,10 +248,9 @@ def _write_leaderboard(out: str) -> None:
         return
     layout = RunLayout(out)
     board = leaderboard.build(find_records(layout.out))
-    for note in board.notes:
-        if note.startswith("WARNING"):
-            print(f"sslbench: {note}", file=sys.stderr, flush=True)
-    print(leaderboard_render.write(board, layout))
+    _warn(board)
+    leaderboard_render.write(board, layout)
+    print(leaderboard_render.to_compact(board, f"every column: {layout.leaderboard('md')}"), end="")
 
 
 #: Namespace attributes holding registry names, and the registry they name (checked before any import).
@@ -300,9 +310,13 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.format not in leaderboard_render.FORMATS:
         raise did_you_mean(args.format, leaderboard_render.FORMATS, "leaderboard format")
     board = leaderboard.build(load_records(args.dirs))
+    _warn(board)
     if args.write:
         leaderboard_render.write(board, RunLayout(args.write))
-    print(leaderboard_render.render(board, args.format), end="")
+    if args.format == "md" and not args.all:
+        print(leaderboard_render.to_compact(board, "every column: add --all"), end="")
+    else:
+        print(leaderboard_render.render(board, args.format), end="")
     return 0
 
 

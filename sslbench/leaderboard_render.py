@@ -1,5 +1,11 @@
 """The leaderboard as md, csv, json and one self-contained html page, and the reader of its json.
 
+Two markdown views: :func:`to_markdown`, every column with the floor deltas and
+the notes (``leaderboard.md``, ``sslbench leaderboard --all``), and
+:func:`to_compact`, what a terminal shows (``sslbench leaderboard``, and ``run``
+and ``eval`` when they finish): rank, seeds, each protocol's main metric with
+its 95% CI over seeds, the label columns and the training outcome, aligned.
+
 ``leaderboard.json`` (``schema_version`` 3) holds the rows plus the column
 metadata :mod:`sslbench.compare` needs: directions, main metrics, protocol
 settings, floors, data fingerprints, label orders and default tolerances.
@@ -29,11 +35,11 @@ READABLE_VERSIONS = (2, 3)
 FORMATS = ("md", "csv", "json", "html")
 
 
-def _fmt(v: Any, signed: bool = False) -> str:
+def _fmt(v: Any, signed: bool = False, decimals: int = 4) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     if isinstance(v, float):
-        return f"{v:+.4f}" if signed else f"{v:.4f}"
+        return f"{v:+.{decimals}f}" if signed else f"{v:.{decimals}f}"
     return str(v)
 
 
@@ -43,11 +49,11 @@ def _metric_columns(board: Leaderboard, metrics: list[str] | None) -> list[str]:
     return list(board.shown) + board.label_columns()
 
 
-def _cell(row: pd.Series, col: str) -> str:
+def _cell(row: pd.Series, col: str, decimals: int = 4) -> str:
     v, ci = row.get(col, float("nan")), row.get(f"{col}_ci95", float("nan"))
-    cell = _fmt(v)
+    cell = _fmt(v, decimals=decimals)
     if cell and isinstance(ci, float) and not math.isnan(ci):
-        cell += f" ± {ci:.4f}"
+        cell += f" ± {ci:.{decimals}f}"
     return cell
 
 
@@ -84,6 +90,45 @@ def to_markdown(board: Leaderboard, metrics: list[str] | None = None) -> str:
         body = [[row_name(row), *(_fmt(row.get(d), signed=True) for d in board.deltas)] for _, row in board.table.iterrows()]
         lines += _md_table(["method", *[d.replace("_vs_", " vs ") for d in board.deltas]], body)
     return "\n".join(lines) + "\n\n" + "".join(f"- {n}\n" for n in board.notes)
+
+
+def _aligned_table(head: list[str], body: list[list[str]], numeric: set[int]) -> list[str]:
+    """A markdown table padded to line up in a terminal; columns in ``numeric`` right-aligned."""
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + ":" if i in numeric else "-" * (w + 2) for i, w in enumerate(widths)) + "|"
+    return [line(head), rule, *map(line, body)]
+
+
+def to_compact(board: Leaderboard, more: str = "") -> str:
+    """The terminal view: one aligned markdown table, rows in rank order (trained methods, then floors).
+
+    Columns: ``method``, ``rank`` (Borda, floors included), ``seeds``, each protocol's
+    main metric as ``mean ± ci95`` over seeds (3 decimals; headed by the protocol's
+    name, a legend line names the metric), each label column and ``training`` (the
+    training outcome; ``-`` for floors). Warnings are not repeated here: the command
+    line prints them on stderr.
+
+    Args:
+        board: From :func:`sslbench.leaderboard.build`.
+        more: A last line saying where every column is (``leaderboard.md``, ``--all``).
+    """
+    if board.empty:
+        return "(no results)\n"
+    mains = [m for m in board.main if m in board.table]
+    labels = board.label_columns()
+    head = ["method", "rank", "seeds", *(m.split(".", 1)[0] for m in mains), *labels, "training"]
+    body = [[row_name(row), str(row.get("rank", "")), str(row["n_seeds"]), *(_cell(row, m, 3) for m in mains),
+             *(_fmt(row.get(c)) for c in labels), "-" if row["floor"] else str(row[TRAIN_LABEL])]
+            for _, row in board.table.iterrows()]
+    lines = _aligned_table(head, body, numeric=set(range(1, 3 + len(mains))))
+    lines += ["", "main metrics: " + ", ".join(f"{m.split('.', 1)[0]} = {m}" for m in mains),
+              "± 95% CI over seeds (none for one seed); rank: Borda count over the labelled protocols' main metrics"]
+    return "\n".join(lines + ([more] if more else [])) + "\n"
 
 
 def to_json(board: Leaderboard) -> dict[str, Any]:

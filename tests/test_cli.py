@@ -27,7 +27,8 @@ def test_smoke_run_writes_results_and_leaderboard(smoke_run):
     for col in ("knn.top1", "knn.top1_ci95", "linear.top1", "collapse.rankme", "n_seeds"):
         assert col in table
     assert table["knn.top1"].between(0, 1).all() and table["linear.top1"].between(0, 1).all()
-    assert "| method |" in proc.out
+    assert proc.out.startswith("| method ") and f"every column: {out / 'leaderboard.md'}" in proc.out
+    assert "| method | rank | borda |" in (out / "leaderboard.md").read_text()  # the file keeps every column
     doc = json.loads((out / "simsiam" / "seed0" / "results" / "knn.json").read_text())
     assert doc["schema_version"] == 1
     assert len(doc["dataset"]["fingerprint"]) == 64

@@ -172,11 +172,35 @@ def test_cli_merges_directories_and_writes_every_format(tmp_path, cli, records):
     assert sorted(p.name for p in (tmp_path / "lb").iterdir()) == [f"leaderboard.{f}" for f in ("csv", "html", "json", "md")]
 
 
-def test_cli_warns_about_a_run_present_in_two_directories(tmp_path, cli, records):
+@pytest.mark.parametrize("fmt", leaderboard_render.FORMATS)
+def test_cli_warns_on_stderr_in_every_format(tmp_path, cli, records, fmt):
     results = records.sweep(records.base_scores)
     a, b = records.write(tmp_path / "a", results), records.write(tmp_path / "b", results)
-    res = cli("leaderboard", str(a), str(b))
-    assert res.rc == 0 and "WARNING: vicreg/seed0 has several knn results" in res.out
+    other = records.write(tmp_path / "c", [records.make("extra", 0, "knn", {"top1": 0.5}, fingerprint="e" * 64)])
+    res = cli("leaderboard", str(a), str(b), str(other), "--format", fmt)
+    assert res.rc == 0
+    assert "sslbench: WARNING: vicreg/seed0 has several knn results" in res.err
+    assert "sslbench: WARNING: results come from 2 different data fingerprints" in res.err
+
+
+def test_compact_view_is_the_default_and_all_prints_every_column(tmp_path, cli, records):
+    results = records.sweep(records.base_scores, collapse_status={"simsiam": "dimensional"},
+                            train_status={"simsiam": "collapsed"})
+    out = records.write(tmp_path / "a", results)
+    compact = cli("leaderboard", str(out)).out.splitlines()
+    head = [c.strip() for c in compact[0].strip("|").split("|")]
+    assert head == ["method", "rank", "seeds", "knn", "linear", "collapse", "collapse.status", "training"]
+    assert "main metrics: knn = knn.top1, linear = linear.top1, collapse = collapse.rankme" in compact
+    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")] for ln in compact[2:6]}
+    assert list(rows) == ["vicreg", "simsiam", "raw_pixels (floor)", "random_init (floor)"]  # rank order, floors last
+    assert rows["vicreg"] == ["vicreg", "2", "2", "0.810 ± 0.127", "0.855 ± 0.064", "41.000 ± 12.706", "healthy",
+                              "finished"]
+    assert rows["simsiam"][-2:] == ["dimensional", "collapsed"] and rows["raw_pixels (floor)"][1:4] == ["1", "1", "0.900"]
+    assert len({len(ln) for ln in compact[:6]}) == 1  # aligned
+    assert compact[-1] == "every column: add --all" and "borda" not in compact[0]
+    full = cli("leaderboard", str(out), "--all").out
+    assert full == leaderboard_render.to_markdown(leaderboard.build(results))
+    assert "| method | rank | borda | n_seeds | knn.top1 | knn.top1_k1 |" in full and "- knn (v1): k=20" in full
 
 
 def test_cli_unknown_format_and_empty_directory_exit_2(tmp_path, cli, records):
