@@ -50,7 +50,7 @@ def run_once(root: Path, args: list[str], importtime: bool = False) -> tuple[flo
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, *flags, "-m", "sslbench", *args], env=env, cwd=root, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, check=False)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

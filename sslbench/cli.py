@@ -55,7 +55,7 @@ def _later(convert: Callable[[str], Any]) -> Callable[[str], _Later]:
 
 def _convert_later(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Convert every deferred flag value of ``args`` in place; a bad one is ``parser``'s one-line error."""
-    for action in parser._actions:  # noqa: SLF001 - argparse has no public list of a parser's arguments
+    for action in parser._actions:  # argparse has no public list of a parser's arguments
         value = getattr(args, action.dest, None)
         if isinstance(value, _Later):
             try:

@@ -42,7 +42,13 @@ from sslbench.errors import SslbenchError
 from sslbench.io import atomic_write_text
 from sslbench.layout import RunLayout, RunPaths
 from sslbench.leaderboard import TRAIN_LABEL, Leaderboard
-from sslbench.leaderboard_render import badge, compact_html, html_fragment, page, row_name
+from sslbench.leaderboard_render import (
+    badge,
+    compact_html,
+    html_fragment,
+    page,
+    row_name,
+)
 from sslbench.records import MetricMeta, ResultRecord
 from sslbench.store import load_records
 from sslbench.training_log import read_log

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from sslbench.errors import SslbenchError
 from sslbench.builtins import BUILTINS
+from sslbench.errors import SslbenchError
 from sslbench.registry import KINDS, Registry, plain_text, registry, summary_of
 
 ROOT = Path(__file__).resolve().parents[1]
