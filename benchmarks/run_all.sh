@@ -25,7 +25,7 @@ fi
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.log
 
-ALL="bench_knn bench_linear bench_train_step bench_augment bench_suite bench_simsiam_lightly bench_flops bench_memory bench_knn_scale"
+ALL="bench_knn bench_linear bench_train_step bench_augment bench_suite bench_simsiam_lightly bench_flops bench_memory bench_knn_scale bench_startup bench_load"
 status=0
 for name in ${ONLY:-$ALL}; do
   extra=()

@@ -323,9 +323,11 @@ class FewShot(Protocol):
             raise SslbenchError(f"{self.name}: split must be 'train', 'test' or 'transfer', got {self.split!r}")
 
     def meta(self) -> MetricMeta:
-        """The metric names follow ``shots``; the main metric is the 5-shot centroid (else the largest K)."""
-        return MetricMeta({f"acc_{k}shot_{c}": "higher" for k in self.shots for c in ("centroid", "logreg")},
-                          f"acc_{5 if 5 in self.shots else self.shots[-1]}shot_centroid")
+        """The metric names follow ``shots``; the main metric is the 5-shot centroid (else the largest K);
+        each ``*_episode_ci95`` is the interval (over episodes) of its accuracy."""
+        accs = [f"acc_{k}shot_{c}" for k in self.shots for c in ("centroid", "logreg")]
+        return MetricMeta({a: "higher" for a in accs}, f"acc_{5 if 5 in self.shots else self.shots[-1]}shot_centroid",
+                          intervals={f"{a}{CI_SUFFIX}": a for a in accs})
 
     def _source(self, features: FeatureSet) -> tuple[np.ndarray, np.ndarray, str]:
         """The l2-normalised rows, labels and name of the split the episodes come from."""

@@ -111,9 +111,11 @@ class LowShot(Protocol):
             raise SslbenchError(f"low_shot: need wd > 0 and max_iter >= 1, got wd={self.wd}, max_iter={self.max_iter}")
 
     def meta(self) -> MetricMeta:
-        """The metric names follow ``shots``; the main metric is 10-shot (else the largest k)."""
+        """The metric names follow ``shots``; the main metric is 10-shot (else the largest k); each
+        ``*_draw_ci95`` is the interval (over draws) of its accuracy."""
         return MetricMeta({f"top1_{k}shot": "higher" for k in self.shots},
-                          f"top1_{10 if 10 in self.shots else self.shots[-1]}shot")
+                          f"top1_{10 if 10 in self.shots else self.shots[-1]}shot",
+                          intervals={f"top1_{k}shot{CI_SUFFIX}": f"top1_{k}shot" for k in self.shots})
 
     def evaluate(self, features: FeatureSet, seed: int) -> Evaluation:
         """Mean test top-1 over draws and its 95% half-width for each k; see the class docstring."""

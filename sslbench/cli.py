@@ -1,6 +1,15 @@
 """Command line: ``sslbench run | eval | ls | leaderboard | compare | report | analyze``.
 
-Errors caused by input print one line and exit 2 (``--debug`` shows the traceback).
+Errors caused by input print one line and exit 2 (``--debug``, before or after the
+command, shows the traceback).
+
+Start-up is cheap: parsing the arguments, printing help and checking the names
+given on the command line (methods, floors, protocols, datasets, backbones,
+presets) import neither torch nor any method, protocol or plugin; the registry
+knows built-in names as strings and plugin names from their packages' metadata.
+A number flag is checked after the names (its bounds live in
+:mod:`sslbench.config`, which imports torch), so a misspelt name fails first and
+fast. Each command imports what it needs when it runs.
 """
 
 from __future__ import annotations
@@ -8,10 +17,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from sslbench.errors import SslbenchError, did_you_mean
 from sslbench.interrupts import describe, graceful_stop
@@ -21,12 +31,46 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+class _Later(NamedTuple):
+    """A flag's text whose check imports :mod:`sslbench.config` (and so torch): argparse keeps it as
+    it is and :func:`_convert_later` converts it once the names on the command line are checked.
+
+    Attributes:
+        convert: The argparse type that converts (raising ``argparse.ArgumentTypeError``).
+        text: The flag's text.
+    """
+
+    convert: Callable[[str], Any]
+    text: str
+
+
+def _later(convert: Callable[[str], Any]) -> Callable[[str], _Later]:
+    """An argparse type that defers ``convert`` (see :class:`_Later`)."""
+
+    def keep(text: str) -> _Later:
+        return _Later(convert, text)
+
+    keep.__name__ = convert.__name__
+    return keep
+
+
+def _convert_later(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Convert every deferred flag value of ``args`` in place; a bad one is ``parser``'s one-line error."""
+    for action in parser._actions:  # argparse has no public list of a parser's arguments
+        value = getattr(args, action.dest, None)
+        if isinstance(value, _Later):
+            try:
+                setattr(args, action.dest, value.convert(value.text))
+            except argparse.ArgumentTypeError as e:
+                parser.error(f"argument {'/'.join(action.option_strings)}: {e}")
+
+
 def _number(key: str) -> Callable[[str], Any]:
     """An argparse type: the flag's text as an int, checked against the bounds of config key ``key``
-    (:data:`sslbench.config.FLAG_RULES`), so ``--epochs 0`` or ``--seed -1`` stop before any work."""
+    (:data:`sslbench.config.FLAG_RULES`), so ``--epochs 0`` or ``--seed -1`` stop before any work.
+    The check runs after argument parsing (:class:`_Later`): sslbench.config imports torch."""
 
     def convert(text: str) -> int:
-        # imported only when the flag is given: sslbench.config pulls in torch
         from sslbench.config import parse_number, value_problem
 
         try:
@@ -39,7 +83,7 @@ def _number(key: str) -> Callable[[str], Any]:
         return value
 
     convert.__name__ = key
-    return convert
+    return _later(convert)
 
 
 def _seeds(text: str) -> list[int]:
@@ -64,18 +108,37 @@ def _out(text: str) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors on one line like every other input error (no usage block)."""
+    """argparse, with its errors on one line like every other input error (no usage block).
+
+    Attributes:
+        commands: Command word -> its parser (on the top-level parser).
+    """
+
+    commands: dict[str, argparse.ArgumentParser]
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"sslbench: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _command_of(argv: list[str]) -> str | None:
+    """The command word of ``argv``: its first argument that is not an option (``--debug`` takes no value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _parser(command: str | None = None) -> _Parser:
+    """The argument parser. ``compare``'s own arguments are added only when ``command`` is
+    ``compare``: their defaults live in :mod:`sslbench.compare`, which imports pandas."""
     ap = _Parser(prog="sslbench", description="Evaluate self-supervised image embeddings.")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    debug = argparse.ArgumentParser(add_help=False)  # --debug after the command word too, without resetting it
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub = ap.add_subparsers(dest="command", required=True)
+    ap.commands = sub.choices
 
-    r = sub.add_parser("run", help="pretrain methods, evaluate protocols, print the leaderboard")
+    def command_parser(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", parents=[debug])
+
+    r = command_parser("run", "pretrain methods, evaluate protocols, print the leaderboard")
     r.add_argument("--methods", type=_csv, help="comma-separated methods/variants (default simsiam,vicreg_mod)")
     r.add_argument("--floors", "--references", dest="floors", type=_csv,
                    help="floors to include (default random_init,raw_pixels; '' for none)")
@@ -83,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--data-root", help="where to look for data first (also SSLBENCH_DATA)")
     r.add_argument("--preset", help="smoke | quick (default) | standard | cifar10")
     r.add_argument("--epochs", type=_number("epochs"), help="pretraining epochs of every method (default: the preset's, or a method's own for it)")
-    r.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default 0)")
+    r.add_argument("--seeds", type=_later(_seeds), help="comma-separated seeds (default 0)")
     r.add_argument("--protocols", type=_csv,
                    help="comma-separated protocols (default knn,linear,few_shot,few_shot_transfer,low_shot,collapse)")
     r.add_argument("--transfer", help="dataset of few_shot_transfer (default: the preset's; '' for none)")
@@ -94,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="score on the test split (default) or on a seeded held-out 20%% of train (val), "
                         "for choosing recipes without looking at test")
 
-    e = sub.add_parser("eval", help="evaluate an external encoder or precomputed features, print the leaderboard")
+    e = command_parser("eval", "evaluate an external encoder or precomputed features, print the leaderboard")
     src = e.add_mutually_exclusive_group(required=True)
     src.add_argument("--encoder", help="TorchScript file, or state dict of a registered backbone (with --arch)")
     src.add_argument("--features", help=".npz with train_x, train_y, test_x, test_y [, transfer_x, transfer_y]")
@@ -118,25 +181,29 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=("test", "val"), default="test",
                    help="score on the test split (default) or on a seeded held-out 20%% of train (val)")
 
-    ls = sub.add_parser("ls", help="list what is registered")
+    ls = command_parser("ls", "list what is registered")
     ls.add_argument("kind", nargs="?", default="all", help="methods | protocols | datasets | backbones | presets")
 
-    lb = sub.add_parser("leaderboard", help="rebuild the leaderboard from run directories")
+    lb = command_parser("leaderboard", "rebuild the leaderboard from run directories")
     lb.add_argument("dirs", nargs="+", help="run directories (--out of earlier runs)")
-    lb.add_argument("--format", default="md", help="what to print: md (default) | csv | json | html")
+    lb.add_argument("--format", default="md",
+                    help="what to print: md (default; the compact view) | csv | json | html (every column, as the files)")
+    lb.add_argument("--all", action="store_true",
+                    help="with md: every column, the floor deltas and the notes (as leaderboard.md)")
     lb.add_argument("--write", help="also write leaderboard.{md,csv,json,html} into this directory")
     lb.add_argument("--split", choices=("test", "val"), default="test", help="which split's results (default test)")
 
-    from sslbench import compare
+    cmp = command_parser("compare", "regression gate: compare CURRENT against BASELINE (exit 0 pass, 1 regression)")
+    if command == "compare":
+        from sslbench import compare
 
-    cmp = sub.add_parser("compare", help="regression gate: compare CURRENT against BASELINE (exit 0 pass, 1 regression)")
-    compare.add_arguments(cmp)
+        compare.add_arguments(cmp)
 
-    rep = sub.add_parser("report", help="write one self-contained HTML report (tables, charts, spectra, curves)")
+    rep = command_parser("report", "write one self-contained HTML report (tables, charts, spectra, curves)")
     rep.add_argument("dirs", nargs="+", help="run directories (--out of earlier runs)")
     rep.add_argument("--out", help="HTML file to write (default DIR/report.html)")
 
-    an = sub.add_parser("analyze", help="variant effects vs seed noise, collapse epochs, label-free vs labelled")
+    an = command_parser("analyze", "variant effects vs seed noise, collapse epochs, label-free vs labelled")
     an.add_argument("dirs", nargs="+", help="run directories (--out of earlier runs)")
     an.add_argument("--write", help="also write analysis.{md,json} into this directory")
     return ap
@@ -178,9 +245,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _warn(board: Any) -> None:
+    """Print the leaderboard's warnings (mixed data fingerprints or protocol versions, runs read
+    twice) on stderr, whatever is printed on stdout."""
+    for note in board.notes:
+        if note.startswith("WARNING"):
+            print(f"sslbench: {note}", file=sys.stderr, flush=True)
+
+
 def _write_leaderboard(out: str, split: str = "test") -> None:
-    """Rebuild the leaderboard of ``out`` from its records, write it, print it (rank 0 only); its
-    warnings (mixed data fingerprints or protocol versions) go to stderr too."""
+    """Rebuild the leaderboard of ``out`` from its records, write its files, print the compact view
+    (rank 0 only); its warnings go to stderr."""
     from sslbench import distributed, leaderboard, leaderboard_render
     from sslbench.layout import RunLayout
     from sslbench.store import find_records
@@ -189,10 +264,46 @@ def _write_leaderboard(out: str, split: str = "test") -> None:
         return
     layout = RunLayout(out)
     board = leaderboard.build(find_records(layout.out, split))
-    for note in board.notes:
-        if note.startswith("WARNING"):
-            print(f"sslbench: {note}", file=sys.stderr, flush=True)
-    print(leaderboard_render.write(board, layout, split))
+    _warn(board)
+    leaderboard_render.write(board, layout, split)
+    print(leaderboard_render.to_compact(board, f"every column: {layout.leaderboard('md', split)}"), end="")
+
+
+#: Namespace attributes holding registry names, and the registry they name (checked before any import).
+_NAME_FLAGS = {"methods": "methods", "floors": "methods", "protocols": "protocols", "dataset": "datasets",
+               "transfer": "datasets", "preset": "presets", "arch": "backbones"}
+
+
+#: ``--arch`` prefixes naming another library's architecture (checked when built, as
+#: :mod:`sslbench.backbones` imports torch).
+_EXTERNAL_ARCHS = ("torchvision:", "timm:")
+
+
+def _check_names(args: argparse.Namespace) -> None:
+    """Check the registry names ``run`` and ``eval`` were given, importing none of them.
+
+    A dataset given as ``NAME:PATH`` (``imagefolder:DIR``) is checked by its ``NAME``.
+
+    Raises:
+        SslbenchError: for an unknown name, with a "did you mean".
+    """
+    from sslbench.registry import registry
+
+    if args.command not in ("run", "eval"):
+        return
+    for attr, kind in _NAME_FLAGS.items():
+        value = getattr(args, attr, None)
+        for name in [value] if isinstance(value, str) else value or []:
+            if name and not (kind == "backbones" and name.startswith(_EXTERNAL_ARCHS)):
+                registry(kind).check(name.partition(":")[0] if kind == "datasets" else name)
+
+
+def _ls_summary(reg: Any, name: str) -> str:
+    """The summary ``ls`` shows; a plugin that cannot be loaded says why instead of ending the listing."""
+    try:
+        return reg.summary(name)
+    except Exception as e:  # noqa: BLE001 - a broken plugin is listed, not fatal
+        return f"(cannot be loaded: {type(e).__name__}: {' '.join(str(e).split())})"
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
@@ -204,11 +315,11 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     for kind in kinds:
         print(f"{kind}:")
         reg = registry(kind)
-        for name in reg.names():
-            obj = reg.get(name)
-            summary = getattr(obj, "summary", None) or (obj.__doc__ or "").strip().splitlines()[0]
+        names = reg.names()
+        width = max(map(len, names), default=0)
+        for name in names:
             src = reg.source(name)
-            print(f"  {name:<16} {summary}" + ("" if src == "builtin" else f"  [{src}]"))
+            print(f"  {name:<{width}}  {_ls_summary(reg, name)}" + ("" if src == "builtin" else f"  [{src}]"))
     return 0
 
 
@@ -220,9 +331,13 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.format not in leaderboard_render.FORMATS:
         raise did_you_mean(args.format, leaderboard_render.FORMATS, "leaderboard format")
     board = leaderboard.build(load_records(args.dirs, args.split))
+    _warn(board)
     if args.write:
         leaderboard_render.write(board, RunLayout(args.write), args.split)
-    print(leaderboard_render.render(board, args.format), end="")
+    if args.format == "md" and not args.all:
+        print(leaderboard_render.to_compact(board, "every column: add --all"), end="")
+    else:
+        print(leaderboard_render.render(board, args.format), end="")
     return 0
 
 
@@ -255,14 +370,34 @@ def _cmd_report(args: argparse.Namespace) -> int:
 _OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR})
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: its reader has gone (``sslbench ls | head``), and the
+    interpreter's last flush must not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (captured in a test)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sslbench`` console script."""
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ap = _parser(_command_of(argv))
+    args = ap.parse_args(argv)
+    args.debug = getattr(args, "debug", False)
     handlers = {"run": _cmd_run, "eval": _cmd_eval, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard,
                 "compare": _cmd_compare, "report": _cmd_report, "analyze": _cmd_analyze}
     try:
+        _check_names(args)
+        _convert_later(ap.commands[args.command], args)
         with graceful_stop():
-            return handlers[args.command](args)
+            rc = handlers[args.command](args)
+        sys.stdout.flush()  # a closed pipe is raised here, not at the interpreter's exit
+        return rc
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader went away
     except SslbenchError as e:
         if args.debug:
             raise

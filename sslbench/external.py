@@ -146,11 +146,13 @@ def _check_args(cfg: EvalConfig) -> tuple[Path, str]:
 
 
 def _features_input(cfg: EvalConfig, src: Path, name: str) -> _Input:
-    features, fp = load_features(src)
-    dataset = DatasetInfo(f"features:{src.name}", fp, str(src), len(features.train.x), len(features.test.x),
-                          len(features.transfer.x) if features.transfer is not None else None)
+    loaded = load_features(src)
+    features = loaded.features
+    dataset = DatasetInfo(f"features:{src.name}", loaded.data_fingerprint, str(src), len(features.train.x),
+                          len(features.test.x), len(features.transfer.x) if features.transfer is not None else None)
+    # the identity holds the features' own hash: changed features under the same --name are refused
     identity = {"method": name, "encoder_kind": ENCODER_KIND, "input": "features", "features_path": str(src),
-                "features_fingerprint": fp, "seed": cfg.seed}
+                "features_fingerprint": loaded.features_fingerprint, "seed": cfg.seed}
     available = {"labels"} | ({"transfer"} if features.transfer is not None else set())
     return _Input(identity, dataset, available, features=features)
 

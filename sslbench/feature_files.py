@@ -16,7 +16,15 @@ it takes memory.
 Class labels are remapped to ``0..C-1`` (the sorted distinct labels of train and
 test together; the transfer split's on their own), so a label of ``2**31 - 1``
 or ``10**6`` costs no more than a label of 1; labels already ``0..C-1`` are
-unchanged. The fingerprint is of the labels as the file holds them.
+unchanged.
+
+Two fingerprints come out of a file (:class:`LoadedFeatures`). The *data*
+fingerprint (the result's ``dataset.fingerprint``) is of what the features
+describe: the split sizes and the labels as the file holds them, not the
+features, so the features of two encoders on the same data share it and
+``compare``/the leaderboard see one dataset. The *features* fingerprint is of
+every checked array; it is the evaluation's identity, so changed features under
+the same ``--name`` are refused rather than mixed with earlier results.
 """
 
 from __future__ import annotations
@@ -43,6 +51,23 @@ OPTIONAL_ARRAYS = ("transfer_x", "transfer_y", "train_z", "test_z")
 MAX_FEATURE_BYTES = 16 * 2**30
 LIMIT_ENV = "SSLBENCH_MAX_FEATURE_BYTES"
 _ZIP_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
+
+
+@dataclass(frozen=True)
+class LoadedFeatures:
+    """A checked features file.
+
+    Attributes:
+        features: float32 features, int64 labels remapped to ``0..C-1``.
+        data_fingerprint: sha256 of the split sizes ``(n_train, n_test, n_transfer or -1)``
+            and the labels of every split as the file holds them: what the features are of.
+        features_fingerprint: sha256 of every checked array (features, labels as the file
+            holds them, projector outputs): the file's content.
+    """
+
+    features: FeatureSet
+    data_fingerprint: str
+    features_fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -259,7 +284,19 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     return raw
 
 
-def load_features(path: str | Path) -> tuple[FeatureSet, str]:
+def data_fingerprint(train_y: np.ndarray, test_y: np.ndarray, transfer_y: np.ndarray | None = None) -> str:
+    """The data fingerprint of a features file: sha256 of the split sizes and the labels.
+
+    Args:
+        train_y: ``(N,)`` int64 train labels as the file holds them.
+        test_y: ``(M,)`` int64 test labels.
+        transfer_y: ``(T,)`` int64 transfer labels, when the file has a transfer split.
+    """
+    sizes = np.array([len(train_y), len(test_y), -1 if transfer_y is None else len(transfer_y)], dtype=np.int64)
+    return fingerprint(sizes, train_y, test_y, *([] if transfer_y is None else [transfer_y]))
+
+
+def load_features(path: str | Path) -> LoadedFeatures:
     """Read and check a features ``.npz`` (``allow_pickle=False``).
 
     Args:
@@ -268,10 +305,10 @@ def load_features(path: str | Path) -> tuple[FeatureSet, str]:
             and projector outputs ``train_z (N, Dz)``/``test_z (M, Dz)``.
 
     Returns:
-        ``(features, fingerprint)``: float32 features and int64 labels remapped to
-        ``0..C-1`` (:func:`contiguous_labels`; the optional arrays in ``extra``), and
-        the sha256 of the checked arrays with the labels as the file holds them. A
-        file with a single class in train_y gets a warning line on stderr.
+        The :class:`LoadedFeatures`: float32 features and int64 labels remapped to
+        ``0..C-1`` (:func:`contiguous_labels`), the data fingerprint
+        (:func:`data_fingerprint`) and the sha256 of every checked array. A file with
+        a single class in train_y gets a warning line on stderr.
 
     Raises:
         SslbenchError: naming the file and the array, for a missing or unreadable
@@ -295,7 +332,8 @@ def load_features(path: str | Path) -> tuple[FeatureSet, str]:
     if "transfer_x" in arrays and arrays["transfer_x"].shape[1] != arrays["train_x"].shape[1]:
         raise SslbenchError(f"transfer_x in {path} has {arrays['transfer_x'].shape[1]} dims but train_x has "
                             f"{arrays['train_x'].shape[1]}")
-    fp = fingerprint(*(arrays[n] for n in REQUIRED_ARRAYS + OPTIONAL_ARRAYS if n in arrays))
+    content = fingerprint(*(arrays[n] for n in REQUIRED_ARRAYS + OPTIONAL_ARRAYS if n in arrays))
+    data = data_fingerprint(arrays["train_y"], arrays["test_y"], arrays.get("transfer_y"))
     (train_y, test_y), classes = contiguous_labels(arrays["train_y"], arrays["test_y"])
     transfer = None
     if "transfer_x" in arrays:
@@ -308,4 +346,4 @@ def load_features(path: str | Path) -> tuple[FeatureSet, str]:
         rest = ("so is test_y: every accuracy is 1.0 by construction" if len(classes) == 1
                 else "a classifier trained on it can only predict that class")
         _warn(f"{path}: train_y holds a single class ({label}); {rest}")
-    return fs, fp
+    return LoadedFeatures(fs, data, content)

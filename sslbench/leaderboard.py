@@ -2,7 +2,10 @@
 
 Columns are ``<protocol>.<metric>`` (accuracies as fractions), each with a
 ``<protocol>.<metric>_ci95`` half-width (Student-t over seeds; empty for one
-seed) and ``n_seeds``. Label-valued metrics (such as ``collapse.status``) and
+seed) and ``n_seeds``. A metric its protocol declares an interval itself
+(:attr:`sslbench.records.MetricMeta.intervals`, such as few-shot's
+``acc_5shot_centroid_episode_ci95`` over episodes) is averaged over seeds like
+any other but gets no ``_ci95`` column of its own. Label-valued metrics (such as ``collapse.status``) and
 the training outcome (``train.status``: finished, collapsed, diverged, or
 not_trained for floors) are joined with ``/`` when seeds disagree.
 
@@ -126,6 +129,7 @@ class _Collected:
         self.shown: dict[str, None] = {}
         self.orders: dict[str, tuple[str, ...]] = {TRAIN_LABEL: TRAIN_ORDER}
         self.tolerances: dict[str, str] = {}
+        self.intervals: set[str] = set()  # columns that are per-run intervals: no CI over seeds
         self.fingerprints: set[str] = set()
         self.seen: set[tuple[str, int, str]] = set()
         self.duplicates: set[tuple[str, int, str]] = set()
@@ -142,6 +146,7 @@ class _Collected:
         self.directions.update({f"{p.name}.{k}": d for k, d in meta.directions.items()})
         self.orders.update({f"{p.name}.{k}": tuple(v) for k, v in meta.labels.items()})
         self.tolerances.update({f"{p.name}.{k}": v for k, v in meta.tolerances.items()})
+        self.intervals.update(f"{p.name}.{k}" for k in meta.intervals)
         if meta.main:
             self.main[f"{p.name}.{meta.main}"] = None
         if p.labelled:
@@ -172,7 +177,8 @@ def _rows(c: _Collected) -> list[dict[str, Any]]:
         for col, by_seed in sorted(cols.items()):
             vals = list(by_seed.values())
             row[col] = float(np.mean(vals))
-            row[f"{col}_ci95"] = t_ci95(vals)
+            if col not in c.intervals:
+                row[f"{col}_ci95"] = t_ci95(vals)
         for col, values in c.labels.get(m, {}).items():
             row[col] = "/".join(sorted(values))
         rows.append(row)

@@ -1,5 +1,11 @@
 """The leaderboard as md, csv, json and one self-contained html page, and the reader of its json.
 
+Two markdown views: :func:`to_markdown`, every column with the floor deltas and
+the notes (``leaderboard.md``, ``sslbench leaderboard --all``), and
+:func:`to_compact`, what a terminal shows (``sslbench leaderboard``, and ``run``
+and ``eval`` when they finish): rank, seeds, each protocol's main metric with
+its 95% CI over seeds, the label columns and the training outcome, aligned.
+
 ``leaderboard.json`` (``schema_version`` 3) holds the rows plus the column
 metadata :mod:`sslbench.compare` needs: directions, main metrics, protocol
 settings, floors, data fingerprints, label orders and default tolerances.
@@ -29,11 +35,11 @@ READABLE_VERSIONS = (2, 3)
 FORMATS = ("md", "csv", "json", "html")
 
 
-def _fmt(v: Any, signed: bool = False) -> str:
+def _fmt(v: Any, signed: bool = False, decimals: int = 4) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     if isinstance(v, float):
-        return f"{v:+.4f}" if signed else f"{v:.4f}"
+        return f"{v:+.{decimals}f}" if signed else f"{v:.{decimals}f}"
     return str(v)
 
 
@@ -43,11 +49,11 @@ def _metric_columns(board: Leaderboard, metrics: list[str] | None) -> list[str]:
     return list(board.shown) + board.label_columns()
 
 
-def _cell(row: pd.Series, col: str) -> str:
+def _cell(row: pd.Series, col: str, decimals: int = 4) -> str:
     v, ci = row.get(col, float("nan")), row.get(f"{col}_ci95", float("nan"))
-    cell = _fmt(v)
+    cell = _fmt(v, decimals=decimals)
     if cell and isinstance(ci, float) and not math.isnan(ci):
-        cell += f" ± {ci:.4f}"
+        cell += f" ± {ci:.{decimals}f}"
     return cell
 
 
@@ -84,6 +90,45 @@ def to_markdown(board: Leaderboard, metrics: list[str] | None = None) -> str:
         body = [[row_name(row), *(_fmt(row.get(d), signed=True) for d in board.deltas)] for _, row in board.table.iterrows()]
         lines += _md_table(["method", *[d.replace("_vs_", " vs ") for d in board.deltas]], body)
     return "\n".join(lines) + "\n\n" + "".join(f"- {n}\n" for n in board.notes)
+
+
+def _aligned_table(head: list[str], body: list[list[str]], numeric: set[int]) -> list[str]:
+    """A markdown table padded to line up in a terminal; columns in ``numeric`` right-aligned."""
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + ":" if i in numeric else "-" * (w + 2) for i, w in enumerate(widths)) + "|"
+    return [line(head), rule, *map(line, body)]
+
+
+def to_compact(board: Leaderboard, more: str = "") -> str:
+    """The terminal view: one aligned markdown table, rows in rank order (trained methods, then floors).
+
+    Columns: ``method``, ``rank`` (Borda, floors included), ``seeds``, each protocol's
+    main metric as ``mean ± ci95`` over seeds (3 decimals; headed by the protocol's
+    name, a legend line names the metric), each label column and ``training`` (the
+    training outcome; ``-`` for floors). Warnings are not repeated here: the command
+    line prints them on stderr.
+
+    Args:
+        board: From :func:`sslbench.leaderboard.build`.
+        more: A last line saying where every column is (``leaderboard.md``, ``--all``).
+    """
+    if board.empty:
+        return "(no results)\n"
+    mains = [m for m in board.main if m in board.table]
+    labels = board.label_columns()
+    head = ["method", "rank", "seeds", *(m.split(".", 1)[0] for m in mains), *labels, "training"]
+    body = [[row_name(row), str(row.get("rank", "")), str(row["n_seeds"]), *(_cell(row, m, 3) for m in mains),
+             *(_fmt(row.get(c)) for c in labels), "-" if row["floor"] else str(row[TRAIN_LABEL])]
+            for _, row in board.table.iterrows()]
+    lines = _aligned_table(head, body, numeric=set(range(1, 3 + len(mains))))
+    lines += ["", "main metrics: " + ", ".join(f"{m.split('.', 1)[0]} = {m}" for m in mains),
+              "± 95% CI over seeds (none for one seed); rank: Borda count over the labelled protocols' main metrics"]
+    return "\n".join(lines + ([more] if more else [])) + "\n"
 
 
 def to_json(board: Leaderboard) -> dict[str, Any]:
@@ -185,10 +230,12 @@ def _legacy_meta(settings: dict[str, Any]) -> tuple[dict[str, tuple[str, ...]], 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:0.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}
-th{background:#f0f0f0;position:sticky;top:0}
-td:first-child,th:first-child{text-align:left}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap;background:#fff}
+th{background:#f0f0f0;position:sticky;top:0;vertical-align:bottom}
+td:first-child,th:first-child{text-align:left;position:sticky;left:0;z-index:1}
+th:first-child{z-index:2}
 tr.floor td{background:#f7f7f7;font-style:italic}
+th .metric{font-weight:normal;font-size:11px;color:#555}
 .ci{color:#888;font-size:11px}
 .badge{display:inline-block;padding:1px 7px;border-radius:9px;color:#fff;font-size:12px;font-style:normal}
 .b0{background:#2e7d32}.b1{background:#ef6c00}.b2{background:#c62828}.bna{background:#9e9e9e}
@@ -215,13 +262,17 @@ def badge(board: Leaderboard, col: str, value: Any) -> str:
     return f'<span class="badge {cls}">{html.escape(text or "-")}</span>'
 
 
+def _html_metric(row: pd.Series, col: str, decimals: int = 4) -> str:
+    """A metric cell: the mean and, in grey, its 95% CI over seeds when there is one."""
+    v, ci = _fmt(row.get(col), decimals=decimals), row.get(f"{col}_ci95", float("nan"))
+    ci_text = f' <span class="ci">± {ci:.{decimals}f}</span>' if v and isinstance(ci, float) and not math.isnan(ci) else ""
+    return f"<td>{html.escape(v)}{ci_text}</td>"
+
+
 def _html_row(board: Leaderboard, row: pd.Series, metrics: list[str], labels: list[str]) -> str:
     cells = [f"<td>{html.escape(row_name(row))}</td>", f"<td>{row.get('rank', '')}</td>",
              f"<td>{row.get('borda', 0.0):g}</td>", f"<td>{row['n_seeds']}</td>"]
-    for m in metrics:
-        v, ci = _fmt(row.get(m)), row.get(f"{m}_ci95", float("nan"))
-        ci_text = f' <span class="ci">± {ci:.4f}</span>' if v and isinstance(ci, float) and not math.isnan(ci) else ""
-        cells.append(f"<td>{html.escape(v)}{ci_text}</td>")
+    cells += [_html_metric(row, m) for m in metrics]
     for col in labels:
         cells.append(f"<td>{badge(board, col, row.get(col))}</td>")
     cells.append(f"<td>{badge(board, TRAIN_LABEL, row[TRAIN_LABEL])}</td><td>{_fmt(row['train.minutes'])}</td>")
@@ -250,10 +301,32 @@ def html_fragment(board: Leaderboard, metrics: list[str] | None = None) -> str:
     return "".join(parts)
 
 
-def page(title: str, body: str) -> str:
-    """A complete self-contained html document (inline CSS, no external resources)."""
+def compact_html(board: Leaderboard) -> str:
+    """The compact view (:func:`to_compact`) as an html table: rank, seeds, each protocol's main
+    metric (headed by protocol and metric) with its CI, the label badges and the training outcome."""
+    if board.empty:
+        return "<p>(no results)</p>"
+    mains = [m for m in board.main if m in board.table]
+    labels = board.label_columns()
+    head = ["<th>method</th><th>rank</th><th>seeds</th>"]
+    head += [f'<th>{html.escape(m.split(".", 1)[0])}<br><span class="metric">{html.escape(m.split(".", 1)[1])}</span></th>'
+             for m in mains]
+    head += [f"<th>{html.escape(c)}</th>" for c in labels] + ["<th>training</th>"]
+    rows = []
+    for _, row in board.table.iterrows():
+        cells = [f"<td>{html.escape(row_name(row))}</td><td>{row.get('rank', '')}</td><td>{row['n_seeds']}</td>"]
+        cells += [_html_metric(row, m, 3) for m in mains]
+        cells += [f"<td>{badge(board, c, row.get(c))}</td>" for c in labels]
+        cells.append(f"<td>{badge(board, TRAIN_LABEL, row[TRAIN_LABEL])}</td>")
+        rows.append(f'<tr class="{"floor" if row["floor"] else "method"}">' + "".join(cells) + "</tr>")
+    return ('<div class="scroll"><table class="compact"><thead><tr>' + "".join(head) + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table></div>")
+
+
+def page(title: str, body: str, css: str = "") -> str:
+    """A complete self-contained html document (inline CSS, plus ``css``; no external resources)."""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
+            f"<style>{CSS}{css}</style></head><body>\n{body}\n</body></html>\n")
 
 
 def to_html(board: Leaderboard, title: str = "sslbench leaderboard") -> str:

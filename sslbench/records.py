@@ -10,7 +10,8 @@ objects, never raw dicts. The JSON layout (``schema_version`` 1)::
 
 ``protocol`` carries the protocol's metric metadata (:class:`MetricMeta`): metric
 directions, the main metric, ordered labels, default compare tolerances, the
-label-free readings and the plots of its artifacts. Records written before that
+label-free readings, the plots of its artifacts and the metrics that are
+intervals of others. Records written before that
 metadata was recorded get it from the registered protocol of the same name.
 """
 
@@ -49,6 +50,10 @@ class MetricMeta:
         tolerances: Default compare tolerances, metric pattern -> ``"0.02"`` or ``"5%"``.
         readings: Label-free readings worth correlating with labelled accuracy.
         plots: Artifact name -> how a report draws it (``"spectrum"``).
+        intervals: Metric that is a 95% half-width measured within one run -> the
+            metric it is the interval of (few-shot's ``acc_5shot_centroid_episode_ci95``
+            over episodes -> ``acc_5shot_centroid``). Readers give such a metric no
+            interval over seeds of its own.
     """
 
     directions: Mapping[str, str]
@@ -57,6 +62,7 @@ class MetricMeta:
     tolerances: Mapping[str, str] = field(default_factory=dict)
     readings: tuple[str, ...] = ()
     plots: Mapping[str, str] = field(default_factory=dict)
+    intervals: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ class ProtocolInfo:
         return {"name": self.name, "version": self.version, "params": self.params, "main_metric": m.main,
                 "directions": dict(m.directions), "requires": list(self.requires),
                 "labels": {k: list(v) for k, v in m.labels.items()}, "tolerances": dict(m.tolerances),
-                "readings": list(m.readings), "plots": dict(m.plots)}
+                "readings": list(m.readings), "plots": dict(m.plots), "intervals": dict(m.intervals)}
 
     @classmethod
     def from_json(cls, doc: Any, where: str) -> ProtocolInfo:
@@ -110,6 +116,8 @@ class ProtocolInfo:
             tolerances=json_fields.as_str_map(doc.get("tolerances", fallback.tolerances if fallback else {}), f"{where}: tolerances"),
             readings=tuple(doc.get("readings", fallback.readings if fallback else ())),
             plots=json_fields.as_str_map(doc.get("plots", fallback.plots if fallback else {}), f"{where}: plots"),
+            intervals=json_fields.as_str_map(doc.get("intervals", fallback.intervals if fallback else {}),
+                                             f"{where}: intervals"),
         )
         requires = doc.get("requires")
         if requires is None:  # records older than the requirement list: the registered class's

@@ -1,14 +1,21 @@
 """``sslbench report DIR``: one self-contained HTML page of a sweep.
 
-The page holds, in order: badges per method (every ordered label a protocol
-records, such as ``collapse.status``, and the training outcome), the leaderboard
-(:func:`sslbench.leaderboard_render.html_fragment`), a bar chart with 95% CI
-whiskers per protocol main metric (floors grey, with a dashed line at each
-floor's value), the spectra per method (the artifacts a protocol declares as
-``"spectrum"`` plots, such as the collapse suite's ``spectrum_backbone`` and
-``spectrum_projector``, each divided by its largest value) and the training
-curves per method from the training log (loss, its named terms, the std of the
-l2-normalised embeddings against ``1/sqrt(D)``, probe RankMe).
+The page holds, in order: the compact leaderboard (rank, seeds, each protocol's
+main metric with its 95% CI, label badges, training outcome; every column, the
+floor deltas and the notes fold out below it), a bar chart per protocol main
+metric, badges per method (every ordered label a protocol records, such as
+``collapse.status``, and the training outcome, with the readings behind them),
+the spectra per method (the artifacts a protocol declares as ``"spectrum"``
+plots, such as the collapse suite's ``spectrum_backbone`` and
+``spectrum_projector``: covariance eigenvalues, each divided by its largest)
+and the training curves per method from the training log (loss, its named
+terms, the std of the l2-normalised embeddings against ``1/sqrt(D)``, probe
+RankMe).
+
+The charts are meant to be read, not only drawn: bars start at 0 (a bar's
+length is its value), each carries its value, whiskers are 95% CIs over seeds
+and a chart of one seed says ``n = 1`` instead; floors are grey with a dashed
+line at their value. Charts sit in a grid that fills the page's width.
 
 Every figure is a PNG made with matplotlib's Agg canvas (no display, no
 pyplot state) and embedded as a ``data:image/png;base64`` URI; the CSS is
@@ -30,11 +37,18 @@ import numpy as np
 import pandas as pd
 
 from sslbench import leaderboard
+from sslbench.embedding_stats import SPECTRUM_DEAD_FRACTION
 from sslbench.errors import SslbenchError
 from sslbench.io import atomic_write_text
 from sslbench.layout import RunLayout, RunPaths
 from sslbench.leaderboard import TRAIN_LABEL, Leaderboard
-from sslbench.leaderboard_render import badge, html_fragment, page, row_name
+from sslbench.leaderboard_render import (
+    badge,
+    compact_html,
+    html_fragment,
+    page,
+    row_name,
+)
 from sslbench.records import MetricMeta, ResultRecord
 from sslbench.store import load_records
 from sslbench.training_log import read_log
@@ -44,6 +58,17 @@ NOT_TERMS = frozenset({"epoch", "step", "lr", "world_size", "loss", "std_l2", "s
                        "data_share", "epoch_s"})
 METHOD_COLOR = "#1f77b4"
 FLOOR_COLOR = "#9e9e9e"
+#: Smallest value a log-scale spectrum draws (an exact zero would be off the axis).
+SPECTRUM_FLOOR = 1e-12
+#: The report's own layout: charts in a grid as wide as the page.
+REPORT_CSS = """
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:0.5em 1.5em;align-items:start}
+.charts.wide-cells{grid-template-columns:repeat(auto-fill,minmax(560px,1fr))}
+.charts img{width:100%;margin:0}
+.wide img{width:100%;max-width:1400px}
+details{margin:0.5em 0 1.5em}summary{cursor:pointer;color:#1f4e9e}
+p.legend{color:#555;font-size:13px;margin:0.2em 0 1em}
+"""
 
 
 def _figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 3.6) -> tuple[Any, Any]:
@@ -117,51 +142,96 @@ def read_spectra(paths: RunPaths, plots: dict[str, list[str]]) -> dict[str, np.n
 # ---------------------------------------------------------------- figures
 
 
+def _seeds_caption(n_seeds: list[int]) -> str:
+    """What the whiskers of a chart of rows with these seed counts are."""
+    lo, hi = min(n_seeds), max(n_seeds)
+    if hi <= 1:
+        return "n = 1 seed per row: no interval"
+    if lo == hi:
+        return f"whiskers: 95% CI over n = {hi} seeds"
+    return f"whiskers: 95% CI over seeds (n = {lo}-{hi}; none where n = 1)"
+
+
+def bar_ylim(values: np.ndarray, ci: np.ndarray) -> tuple[float, float]:
+    """The y range of a bar chart: from 0 (a bar's length is its value; a negative bar goes below 0)
+    to past the highest whisker, with room for the value labels.
+
+    Args:
+        values: ``(R,)`` bar heights.
+        ci: ``(R,)`` whisker half-widths (0 where there is none).
+    """
+    lo, hi = float(np.min(values - ci)), float(np.max(values + ci))
+    pad = 0.12 * (max(hi, 0.0) - min(lo, 0.0) or 1.0)
+    return min(lo, 0.0) - (pad if lo < 0 else 0.0), max(hi, 0.0) + pad
+
+
 def bar_chart(table: pd.DataFrame, metric: str, direction: str) -> str:
-    """Bars of ``metric`` per row with 95% CI whiskers; floors grey, with a dashed line at their value.
+    """Bars of ``metric`` per row from 0, each with its value and its 95% CI whisker (when it has more
+    than one seed); floors grey, with a dashed line at their value.
 
     Returns:
         The PNG as a data URI.
     """
     rows = table[pd.to_numeric(table.get(metric), errors="coerce").notna()] if metric in table else table.iloc[:0]
-    fig, axes = _figure(width=max(4.0, 0.5 * len(rows) + 1.5), height=3.4)
+    fig, axes = _figure(width=5.2, height=3.6)
     ax = axes[0, 0]
     values = rows[metric].astype(float).to_numpy()
-    ci = pd.to_numeric(rows.get(f"{metric}_ci95", pd.Series(np.nan, index=rows.index)), errors="coerce").fillna(0.0).to_numpy()
+    ci = pd.to_numeric(rows.get(f"{metric}_ci95", pd.Series(np.nan, index=rows.index)), errors="coerce").to_numpy()
+    n_seeds = [int(n) for n in rows["n_seeds"]] if "n_seeds" in rows else [1] * len(rows)
     colors = [FLOOR_COLOR if floor else METHOD_COLOR for floor in rows["floor"]]
     x = np.arange(len(rows))
-    ax.bar(x, values, yerr=ci if ci.any() else None, color=colors, capsize=3, ecolor="#333")
+    ax.bar(x, values, color=colors, width=0.7)
+    has_ci = np.isfinite(ci)  # one seed: no interval, so no whisker (not a whisker of 0)
+    if has_ci.any():
+        ax.errorbar(x[has_ci], values[has_ci], yerr=ci[has_ci], fmt="none", ecolor="#333", capsize=3, linewidth=1)
+    for xi, v, reach in zip(x, values, np.where(has_ci, ci, 0.0), strict=True):  # each value past its whisker
+        ax.annotate(f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}", (xi, v + reach if v >= 0 else v - reach),
+                    xytext=(0, 2 if v >= 0 else -2), textcoords="offset points", ha="center",
+                    va="bottom" if v >= 0 else "top", fontsize=8)
     for _, floor in rows[rows["floor"]].iterrows():
-        ax.axhline(floor[metric], color=FLOOR_COLOR, linestyle="--", linewidth=0.8)
-    ax.set_xticks(x, list(rows["method"]), rotation=45, ha="right", fontsize=8)
-    ax.set_title(f"{metric} ({direction} is better; whiskers: 95% CI over seeds)", fontsize=9)
+        ax.axhline(floor[metric], color=FLOOR_COLOR, linestyle="--", linewidth=0.8, zorder=0)
+    names = [m if len(set(n_seeds)) == 1 else f"{m}\nn = {n}" for m, n in zip(rows["method"], n_seeds, strict=True)]
+    ax.set_xticks(x, names, rotation=30, ha="right", rotation_mode="anchor", fontsize=9)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_title(f"{metric}\n", fontsize=11, loc="left")
+    ax.text(0, 1.03, f"{direction} is better; {_seeds_caption(n_seeds or [1])}", transform=ax.transAxes, fontsize=8.5,
+            color="#555", va="bottom")
     if len(values):
-        lo, hi = float(np.min(values - ci)), float(np.max(values + ci))
-        pad = 0.1 * (hi - lo or abs(hi) or 1.0)
-        ax.set_ylim(max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad)
+        ax.set_ylim(*bar_ylim(values, np.where(has_ci, ci, 0.0)))
+    ax.spines[["top", "right"]].set_visible(False)
     return png_data_uri(fig)
 
 
-def spectrum_chart(spectra: dict[str, dict[str, np.ndarray]], names: list[str]) -> str:
-    """Normalised spectra (``s / s_max``, log scale) of every method, one panel per artifact name."""
+def _layer(name: str) -> str:
+    """``spectrum_backbone`` -> ``backbone``: the layer a spectrum artifact was read from."""
+    return name.removeprefix("spectrum_") or name
+
+
+def spectrum_chart(spectra: dict[str, dict[str, np.ndarray]], key: str) -> str:
+    """Covariance eigenvalues of every method's artifact ``key``, each divided by its largest, log scale,
+    with the line below which a dimension counts as collapsed (:data:`SPECTRUM_DEAD_FRACTION`)."""
     from matplotlib import colormaps
 
     cmap = colormaps["tab20"]
-    fig, axes = _figure(ncols=len(names), width=5.0 * len(names), height=3.8)
-    for ax, key in zip(axes[0], names, strict=True):
-        for i, (method, arrays) in enumerate(spectra.items()):
-            s = arrays.get(key)
-            if s is None or not len(s) or not np.isfinite(s).all() or s.max() <= 0:
-                continue
-            s = np.sort(s)[::-1] / s.max()
-            style = ("-", "--", ":")[(i // 20) % 3]  # tab20 has 20 colours; then the line style changes
-            ax.semilogy(np.arange(1, len(s) + 1), np.maximum(s, 1e-12), style, label=method, linewidth=1.2,
-                        color=cmap(i % 20))
-        ax.set_title(f"{key}: sorted values / largest", fontsize=9)
-        ax.set_xlabel("index", fontsize=8)
-        ax.axhline(1e-5, color="#c62828", linestyle=":", linewidth=0.8)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, ncol=2)
+    fig, axes = _figure(width=6.4, height=4.2)
+    ax = axes[0, 0]
+    for i, (method, arrays) in enumerate(spectra.items()):
+        s = arrays.get(key)
+        if s is None or not len(s) or not np.isfinite(s).all() or s.max() <= 0:
+            continue
+        s = np.sort(s)[::-1] / s.max()
+        style = ("-", "--", ":")[(i // 20) % 3]  # tab20 has 20 colours; then the line style changes
+        ax.semilogy(np.arange(1, len(s) + 1), np.maximum(s, SPECTRUM_FLOOR), style, label=method, linewidth=1.2,
+                    color=cmap(i % 20))
+    ax.axhline(SPECTRUM_DEAD_FRACTION, color="#c62828", linestyle=":", linewidth=1.2,
+               label=f"collapsed dimension: below {SPECTRUM_DEAD_FRACTION:g}")
+    ax.set_title(f"{_layer(key)}: eigenvalues of the feature covariance\n", fontsize=11, loc="left")
+    ax.text(0, 1.03, "each divided by its largest; first seed of each method", transform=ax.transAxes, fontsize=8.5,
+            color="#555", va="bottom")
+    ax.set_xlabel("rank k", fontsize=9)
+    ax.set_ylabel(r"$\lambda_k\,/\,\lambda_1$", fontsize=10)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=8, ncol=2, loc="lower left")
     return png_data_uri(fig)
 
 
@@ -230,19 +300,32 @@ def badges_section(board: Leaderboard, metas: dict[str, MetricMeta]) -> str:
 
 
 def bars_section(board: Leaderboard) -> str:
-    """One bar chart per protocol main metric."""
+    """One bar chart per protocol main metric, in a grid."""
     parts = [_img(bar_chart(board.table, m, board.directions.get(m, "higher")), f"bar chart of {m}")
              for m in board.main if m in board.table]
-    return "".join(parts) or "<p>no main metrics</p>"
+    if not parts:
+        return "<p>no main metrics</p>"
+    legend = ('<p class="legend">Blue: methods; grey: floors, with a dashed line at each floor\'s value. '
+              "Bars start at 0.</p>")
+    return legend + '<div class="charts">' + "".join(parts) + "</div>"
 
 
 def spectrum_section(runs: dict[str, list[RunPaths]], methods: list[str], plots: dict[str, list[str]]) -> str:
-    """The spectrum chart (first seed of each method) and the methods that recorded none."""
+    """The spectrum charts (first seed of each method), one per declared artifact, and the methods
+    that recorded none."""
     names = [n for ns in plots.values() for n in ns]
     spectra = {m: read_spectra(runs[m][0], plots) for m in methods if m in runs}
     spectra = {m: s for m, s in spectra.items() if s}
     missing = [m for m in methods if m not in spectra]
-    parts = [_img(spectrum_chart(spectra, names), "spectra")] if spectra else []
+    parts = []
+    if spectra:
+        charts = [_img(spectrum_chart(spectra, n), f"covariance eigenvalues, {_layer(n)}") for n in names
+                  if any(n in s for s in spectra.values())]
+        parts.append('<p class="legend">Eigenvalues of the covariance of the l2-normalised features, largest first, '
+                     "each divided by the largest (the spectrum of Jing et al. 2022, ICLR); a cliff marks collapsed "
+                     f"dimensions. Dotted red: {SPECTRUM_DEAD_FRACTION:g} of the largest, below which a dimension "
+                     f"counts as collapsed. Exact zeros are drawn at {SPECTRUM_FLOOR:g}.</p>")
+        parts.append('<div class="charts wide-cells">' + "".join(charts) + "</div>")
     if missing:
         parts.append(f"<p>no spectrum recorded for: {html.escape(', '.join(missing))}</p>")
     return "".join(parts)
@@ -254,7 +337,8 @@ def curves_section(runs: dict[str, list[RunPaths]], methods: list[str]) -> str:
     for m in methods:
         curves = [(p.dir.name, df) for p in runs.get(m, []) if not (df := read_curves(p)).empty]
         if curves:
-            parts.append(f"<h3>{html.escape(m)}</h3>" + _img(curves_chart(m, curves), f"training curves of {m}"))
+            parts.append(f"<h3>{html.escape(m)}</h3><div class=\"wide\">"
+                         + _img(curves_chart(m, curves), f"training curves of {m}") + "</div>")
         else:
             none.append(m)
     if none:
@@ -283,13 +367,15 @@ def build_report(dirs: list[str | Path], title: str | None = None) -> str:
     title = title or "sslbench report: " + ", ".join(str(d) for d in dirs)
     body = [
         f"<h1>{html.escape(title)}</h1>",
-        "<h2>Collapse and training outcome</h2>", badges_section(board, metas),
-        "<h2>Leaderboard</h2>", html_fragment(board),
+        "<h2>Leaderboard</h2>", compact_html(board),
+        "<details><summary>Every column, the differences from the floors and the notes</summary>",
+        html_fragment(board), "</details>",
         "<h2>Main metrics</h2>", bars_section(board),
+        "<h2>Collapse and training outcome</h2>", badges_section(board, metas),
         "<h2>Spectrum</h2>", spectrum_section(runs, methods, spectrum_plots(records)),
         "<h2>Training curves</h2>", curves_section(runs, methods),
     ]
-    return page(title, "\n".join(body))
+    return page(title, "\n".join(body), REPORT_CSS)
 
 
 def write_report(dirs: list[str | Path], out: str | Path | None = None) -> Path:

@@ -5,6 +5,8 @@
 
 Reads ``leaderboard.json`` (mean and 95% CI over seeds) and ``analysis.json`` (the
 training-time monitor) from the given folder; prints markdown. Accuracies in %.
+Rows keep the leaderboard's order (trained methods by Borda rank, then floors),
+and the ``rank`` column says that rank (floors are ranked too).
 """
 
 from __future__ import annotations
@@ -63,16 +65,17 @@ def render(folder: Path, train_minutes: bool = False) -> str:
     pretraining minutes, the mean over seeds, when ``train_minutes``)."""
     board = json.loads((folder / "leaderboard.json").read_text())
     analysis = json.loads((folder / "analysis.json").read_text()) if (folder / "analysis.json").exists() else {}
-    head = ["method", "seeds", *(h for _, h, _, _ in COLUMNS), "status (final)", "monitor", "training"]
+    head = ["method", "rank", "seeds", *(h for _, h, _, _ in COLUMNS), "status (final)", "monitor", "training"]
     head += ["train min"] if train_minutes else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in board["rows"]:
-        name = row["method"] + (" (floor)" if row.get("reference") else "")
-        cells = [name, str(row["n_seeds"]), *(_cell(row, c, s, d) for c, _, s, d in COLUMNS)]
+        floor = bool(row.get("floor", row.get("reference", False)))  # leaderboard.json 3 says floor, 2 reference
+        name = row["method"] + (" (floor)" if floor else "")
+        cells = [name, str(row.get("rank", "")), str(row["n_seeds"]), *(_cell(row, c, s, d) for c, _, s, d in COLUMNS)]
         cells += [str(row.get("collapse.status", "")), _monitor(analysis, row["method"]),
-                  "-" if row.get("reference") else str(row.get("train.status", ""))]
+                  "-" if floor else str(row.get("train.status", ""))]
         if train_minutes:
-            cells.append("-" if row.get("reference") else f"{row.get('train.minutes', float('nan')):.1f}")
+            cells.append("-" if floor else f"{row.get('train.minutes', float('nan')):.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -52,12 +52,43 @@ def test_features_round_trip(tmp_path, cli):
         doc = result(tmp_path / "out", "emb", proto)
         assert doc["metrics"]["top1"] == 1.0
         assert doc["schema_version"] == 1 and doc["method"] == "emb" and doc["encoder_kind"] == "external"
-        assert doc["dataset"]["fingerprint"] == fingerprint(*arrays.values())
+        sizes = np.array([80, 40, -1], dtype=np.int64)  # train, test, no transfer split
+        assert doc["dataset"]["fingerprint"] == fingerprint(sizes, arrays["train_y"], arrays["test_y"])
+        assert doc["config"]["features_fingerprint"] == fingerprint(*arrays.values())
         assert doc["protocol"]["name"] == proto and doc["protocol"]["main_metric"] == "top1"
         assert doc["versions"]["torch"] and "protocol_s" in doc["timings"]
     table = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
     assert list(table["method"]) == ["emb"] and not table["floor"][0]  # a contender, not a floor
-    assert "| emb |" in stdout
+    assert "| emb " in stdout
+
+
+def test_two_encoders_features_of_the_same_data_compare_without_a_fingerprint_warning(tmp_path, cli):
+    """The data fingerprint of a features file is of its labels and split sizes, not of the features."""
+    a, b = separable(seed=0), separable(seed=1)  # other features, the same labels
+    assert not np.array_equal(a["train_x"], b["train_x"])
+    for name, arrays in (("a", a), ("b", b)):
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        assert cli("eval", "--features", str(tmp_path / f"{name}.npz"), "--protocols", "knn",
+                   "--out", str(tmp_path / name)).rc == 0
+    assert result(tmp_path / "a", "a", "knn")["dataset"]["fingerprint"] == result(tmp_path / "b", "b", "knn")["dataset"]["fingerprint"]
+    proc = cli("compare", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert "fingerprints differ" not in proc.out + proc.err
+    np.savez(tmp_path / "c.npz", **{**a, "test_y": a["test_y"][::-1].copy()})  # other labels: other data
+    assert cli("eval", "--features", str(tmp_path / "c.npz"), "--protocols", "knn", "--out", str(tmp_path / "c")).rc == 0
+    proc = cli("compare", str(tmp_path / "a"), str(tmp_path / "c"))
+    assert "the data fingerprints differ" in proc.out + proc.err
+
+
+def test_changed_features_under_the_same_name_are_refused(tmp_path, cli):
+    args = ["--protocols", "knn", "--out", str(tmp_path / "out"), "--name", "emb"]
+    np.savez(tmp_path / "v1.npz", **separable(seed=0))
+    assert cli("eval", "--features", str(tmp_path / "v1.npz"), *args).rc == 0
+    np.savez(tmp_path / "v2.npz", **separable(seed=1))  # same labels and sizes, other features
+    rc, _, err = cli("eval", "--features", str(tmp_path / "v2.npz"), *args)
+    assert rc == 2 and "holds a different run or evaluation (differs in: features_fingerprint)" in err
+    np.savez(tmp_path / "copy.npz", **separable(seed=0))  # the same arrays in another file: the same evaluation
+    rc, _, err = cli("eval", "--features", str(tmp_path / "copy.npz"), *args)
+    assert rc == 0 and "knn result present, skipped" in err
 
 
 def test_name_seed_and_resume(tmp_path, cli):

@@ -79,12 +79,12 @@ def test_any_arrays_give_features_or_an_sslbench_error(tmp_path, arrays, compres
     path = tmp_path / "f.npz"
     (np.savez_compressed if compressed else np.savez)(path, **arrays)
     try:
-        fs, fp = load_features(path)
+        loaded = load_features(path)
     except SslbenchError as e:
         assert str(e)
         return
-    _check_valid(fs, arrays)
-    assert len(fp) == 64
+    _check_valid(loaded.features, arrays)
+    assert len(loaded.data_fingerprint) == 64 and len(loaded.features_fingerprint) == 64
 
 
 @SETTINGS
@@ -100,7 +100,7 @@ def test_damaged_files_give_an_sslbench_error(tmp_path, cut, flip, compressed):
     path = tmp_path / "f.npz"
     path.write_bytes(bytes(data))
     try:
-        fs, _ = load_features(path)
+        fs = load_features(path).features
     except SslbenchError as e:
         assert str(e)
         return

@@ -99,6 +99,48 @@ def test_a_plugin_label_with_its_own_order_is_read_like_the_collapse_status(reco
     assert 'class="badge b2">poor' in leaderboard_render.html_fragment(board)
 
 
+def _few_shot_records(records, drop_meta: bool = False):
+    """Two seeds of the registered few_shot protocol's records; with ``drop_meta``, read back from JSON
+    without the ``intervals`` metadata, as records written before it was recorded."""
+    from sslbench.records import ResultRecord
+    from sslbench.registry import registry
+
+    info = registry("protocols").get("few_shot")().info()
+    out = []
+    for seed, (acc, ci) in enumerate(((0.50, 0.02), (0.60, 0.04))):
+        rec = records.make("a", seed, "knn", {})
+        metrics = {"acc_1shot_centroid": acc, "acc_1shot_centroid_episode_ci95": ci, "source": "test"}
+        rec = dataclasses.replace(rec, protocol=info, metrics=metrics)
+        if drop_meta:
+            doc = rec.to_json()
+            del doc["protocol"]["intervals"]
+            rec = ResultRecord.from_json(doc, "old.json")
+        out.append(rec)
+    return out
+
+
+@pytest.mark.parametrize("drop_meta", [False, True])
+def test_a_declared_interval_metric_gets_no_interval_over_seeds(records, drop_meta):
+    rows = _few_shot_records(records, drop_meta)
+    assert rows[0].protocol.meta.intervals["acc_1shot_centroid_episode_ci95"] == "acc_1shot_centroid"
+    row = _row(leaderboard.build(rows).table, "a")
+    assert row["few_shot.acc_1shot_centroid"] == pytest.approx(0.55)
+    assert row["few_shot.acc_1shot_centroid_ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * np.std([0.5, 0.6], ddof=1)
+                                                                  / math.sqrt(2))
+    assert row["few_shot.acc_1shot_centroid_episode_ci95"] == pytest.approx(0.03)  # the mean over seeds
+    assert not [c for c in row.index if c.endswith("_ci95_ci95")]
+
+
+def test_the_interval_rule_reads_the_metadata_not_the_name(records):
+    rec = records.make("a", 0, "knn", {"top1": 0.9})
+    meta = MetricMeta({"top1": "higher"}, "top1", intervals={"spread": "top1"})
+    rec = dataclasses.replace(rec, protocol=dataclasses.replace(rec.protocol, name="plug", meta=meta),
+                              metrics={"top1": 0.9, "spread": 0.01, "noise_ci95": 0.5})
+    table = leaderboard.build([rec]).table
+    assert "plug.spread" in table and "plug.spread_ci95" not in table
+    assert "plug.noise_ci95_ci95" in table  # undeclared: an ordinary metric, whatever its name
+
+
 def test_every_format(board):
     md = leaderboard_render.render(board, "md")
     assert "| method | rank | borda | n_seeds | knn.top1" in md
@@ -130,11 +172,35 @@ def test_cli_merges_directories_and_writes_every_format(tmp_path, cli, records):
     assert sorted(p.name for p in (tmp_path / "lb").iterdir()) == [f"leaderboard.{f}" for f in ("csv", "html", "json", "md")]
 
 
-def test_cli_warns_about_a_run_present_in_two_directories(tmp_path, cli, records):
+@pytest.mark.parametrize("fmt", leaderboard_render.FORMATS)
+def test_cli_warns_on_stderr_in_every_format(tmp_path, cli, records, fmt):
     results = records.sweep(records.base_scores)
     a, b = records.write(tmp_path / "a", results), records.write(tmp_path / "b", results)
-    res = cli("leaderboard", str(a), str(b))
-    assert res.rc == 0 and "WARNING: vicreg/seed0 has several knn results" in res.out
+    other = records.write(tmp_path / "c", [records.make("extra", 0, "knn", {"top1": 0.5}, fingerprint="e" * 64)])
+    res = cli("leaderboard", str(a), str(b), str(other), "--format", fmt)
+    assert res.rc == 0
+    assert "sslbench: WARNING: vicreg/seed0 has several knn results" in res.err
+    assert "sslbench: WARNING: results come from 2 different data fingerprints" in res.err
+
+
+def test_compact_view_is_the_default_and_all_prints_every_column(tmp_path, cli, records):
+    results = records.sweep(records.base_scores, collapse_status={"simsiam": "dimensional"},
+                            train_status={"simsiam": "collapsed"})
+    out = records.write(tmp_path / "a", results)
+    compact = cli("leaderboard", str(out)).out.splitlines()
+    head = [c.strip() for c in compact[0].strip("|").split("|")]
+    assert head == ["method", "rank", "seeds", "knn", "linear", "collapse", "collapse.status", "training"]
+    assert "main metrics: knn = knn.top1, linear = linear.top1, collapse = collapse.rankme" in compact
+    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")] for ln in compact[2:6]}
+    assert list(rows) == ["vicreg", "simsiam", "raw_pixels (floor)", "random_init (floor)"]  # rank order, floors last
+    assert rows["vicreg"] == ["vicreg", "2", "2", "0.810 ± 0.127", "0.855 ± 0.064", "41.000 ± 12.706", "healthy",
+                              "finished"]
+    assert rows["simsiam"][-2:] == ["dimensional", "collapsed"] and rows["raw_pixels (floor)"][1:4] == ["1", "1", "0.900"]
+    assert len({len(ln) for ln in compact[:6]}) == 1  # aligned
+    assert compact[-1] == "every column: add --all" and "borda" not in compact[0]
+    full = cli("leaderboard", str(out), "--all").out
+    assert full == leaderboard_render.to_markdown(leaderboard.build(results))
+    assert "| method | rank | borda | n_seeds | knn.top1 | knn.top1_k1 |" in full and "- knn (v1): k=20" in full
 
 
 def test_cli_unknown_format_and_empty_directory_exit_2(tmp_path, cli, records):

@@ -1,7 +1,9 @@
-"""The plugin API end to end: a third-party protocol package, pip-installed, found through
+"""The plugin API end to end: the protocol package of docs/plugins.md, pip-installed, found through
 the ``sslbench.protocols`` entry-point group by ``ls``, ``run`` and ``eval``.
 
-The package is installed with ``pip install --target`` into a temporary directory
+The package's files are read from docs/plugins.md's code blocks (each starts with a
+``# <path>`` line), so the documented layout is the one that is installed and
+tested. It is installed with ``pip install --target`` into a temporary directory
 that only this test's subprocesses see (on ``PYTHONPATH``), so the shared
 environment never gains, and need not lose, the plugin; the fixture deletes it.
 The registry reads entry points once per process, hence subprocesses for the CLI.
@@ -10,6 +12,7 @@ The registry reads entry points once per process, hence subprocesses for the CLI
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,90 +22,66 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-PYPROJECT = """\
-[build-system]
-requires = ["setuptools"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "sslbench-centroid"
-version = "0.1.0"
-dependencies = ["sslbench"]
-
-[project.entry-points."sslbench.protocols"]
-centroid = "sslbench_centroid:Centroid"
-
-[tool.setuptools]
-py-modules = ["sslbench_centroid"]
-"""
-
-MODULE = '''\
-"""Nearest class centroid on frozen features: a minimal sslbench protocol plugin."""
-
-from dataclasses import dataclass
-from typing import ClassVar
-
-import numpy as np
-
-from sslbench.protocol import Evaluation, Protocol
-from sslbench.types import Direction, FeatureSet
+DOC = ROOT / "docs" / "plugins.md"
 
 
-def centroid_top1(train_x, train_y, test_x, test_y, normalize=True):
-    """Top-1 accuracy of the nearest class mean.
-
-    Args:
-        train_x: (N, D) features; train_y: (N,) int labels.
-        test_x: (M, D) features; test_y: (M,) int labels.
-        normalize: l2-normalise features and means (cosine); else Euclidean.
-    """
-    def unit(x):
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) if normalize else x
-
-    tr, te = unit(train_x.astype(np.float64)), unit(test_x.astype(np.float64))
-    classes = np.unique(train_y)
-    means = unit(np.stack([tr[train_y == c].mean(axis=0) for c in classes]))
-    dist = (te ** 2).sum(1, keepdims=True) - 2 * te @ means.T + (means ** 2).sum(1)
-    return float((classes[dist.argmin(axis=1)] == test_y).mean())
+def documented_files() -> dict[str, str]:
+    """Path -> text of every fenced block in docs/plugins.md whose first line is ``# <path>``."""
+    blocks = re.findall(r"```[a-z]*\n# ([\w./-]+)\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+    return {path: body for path, body in blocks}
 
 
-@dataclass
-class Centroid(Protocol):
-    """Nearest class centroid (cosine) on l2-normalised features."""
-
-    name: ClassVar[str] = "centroid"
-    version: ClassVar[str] = "1"
-    requires: ClassVar[frozenset[str]] = frozenset({"labels"})
-    metrics: ClassVar[dict[str, Direction]] = {"top1": "higher"}
-    main_metric: ClassVar[str] = "top1"
-
-    normalize: bool = True
-
-    def evaluate(self, features: FeatureSet, seed: int) -> Evaluation:
-        train, test = features.train, features.test
-        return Evaluation({"top1": centroid_top1(train.x, train.y, test.x, test.y, self.normalize)})
-'''
+def _pip_install(pkg: Path, site: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+         "--disable-pip-version-check", "--root-user-action=ignore", "--target", str(site), str(pkg)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
 
 
 @pytest.fixture(scope="module")
-def plugin_site(tmp_path_factory):
+def plugin_pkg(tmp_path_factory):
+    """The documented package laid out on disk."""
+    pkg = tmp_path_factory.mktemp("plugin") / "sslbench-centroid"
+    for path, text in documented_files().items():
+        (pkg / path).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / path).write_text(text)
+    return pkg
+
+
+@pytest.fixture(scope="module")
+def plugin_site(plugin_pkg):
     """pip-install the plugin into a private site directory; delete it afterwards."""
-    base = tmp_path_factory.mktemp("plugin")
-    pkg, site = base / "pkg", base / "site"
-    pkg.mkdir()
-    (pkg / "pyproject.toml").write_text(PYPROJECT)
-    (pkg / "sslbench_centroid.py").write_text(MODULE)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-         "--disable-pip-version-check", "--root-user-action=ignore", "--target", str(site), str(pkg)],
-        capture_output=True, text=True, timeout=120,
-    )
+    site = plugin_pkg.parent / "site"
+    proc = _pip_install(plugin_pkg, site)
     assert proc.returncode == 0, proc.stderr
     assert (site / "sslbench_centroid-0.1.0.dist-info" / "entry_points.txt").exists()
     yield site
     sys.modules.pop("sslbench_centroid", None)
     shutil.rmtree(site, ignore_errors=True)  # the uninstall: nothing else was installed anywhere
+
+
+def test_the_documented_layout_installs_the_package_and_not_its_tests(plugin_pkg, plugin_site):
+    assert sorted(documented_files()) == ["pyproject.toml", "src/sslbench_centroid/__init__.py", "tests/test_centroid.py"]
+    assert (plugin_site / "sslbench_centroid" / "__init__.py").exists()
+    assert not (plugin_site / "tests").exists() and not list(plugin_site.rglob("test_centroid.py"))
+
+
+def test_a_test_file_beside_a_single_module_breaks_the_install(tmp_path):
+    """Why docs/plugins.md puts the code under src/: the flat layout it warns about does not install."""
+    files = documented_files()
+    (tmp_path / "pyproject.toml").write_text(files["pyproject.toml"])
+    (tmp_path / "sslbench_centroid.py").write_text(files["src/sslbench_centroid/__init__.py"])
+    (tmp_path / "test_centroid.py").write_text(files["tests/test_centroid.py"])
+    proc = _pip_install(tmp_path, tmp_path / "site")
+    assert proc.returncode != 0 and "Multiple top-level modules discovered in a flat-layout" in proc.stdout + proc.stderr
+
+
+def test_the_plugins_own_tests_pass_against_the_installed_package(plugin_pkg, plugin_site):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_site), str(ROOT)])}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(plugin_pkg / "tests")],
+                          capture_output=True, text=True, cwd=plugin_pkg.parent, env=env, timeout=300, check=False)
+    assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout + proc.stderr
 
 
 @pytest.fixture
@@ -117,6 +96,17 @@ def test_ls_shows_the_plugin(with_plugin):
     assert proc.rc == 0, proc.err
     line = next(ln for ln in proc.out.splitlines() if ln.split()[:1] == ["centroid"])
     assert "entry point sslbench_centroid:Centroid" in line
+    assert "Nearest class centroid (cosine) on l2-normalised features." in line  # loaded for its docstring
+
+
+def test_a_misspelt_plugin_name_is_caught_without_loading_it(plugin_site, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(plugin_site)])}
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sslbench", "run", "--preset", "smoke",
+                           "--protocols", "knn,centroidd", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False)
+    assert proc.returncode == 2 and "did you mean 'centroid'" in proc.stderr
+    imported = {ln.rsplit("|", 1)[1].strip() for ln in proc.stderr.splitlines() if ln.startswith("import time:")}
+    assert "sslbench_centroid" not in imported and "torch" not in imported
 
 
 def test_run_writes_plugin_results(with_plugin, tmp_path):

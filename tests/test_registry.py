@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from sslbench.builtins import BUILTINS
 from sslbench.errors import SslbenchError
-from sslbench.registry import KINDS, Registry, registry
+from sslbench.registry import KINDS, Registry, plain_text, registry, summary_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +36,48 @@ def test_every_builtin_imports(kind):
     assert reg.names()
     for name in reg.names():
         assert reg.get(name) is not None
+
+
+@pytest.mark.parametrize("kind, name", [(k, n) for k in KINDS for n in BUILTINS[k]])
+def test_builtin_summaries_are_the_targets_own(kind, name):
+    """The summary ``ls`` shows without importing is the one the loaded object gives."""
+    assert BUILTINS[kind][name].summary == summary_of(registry(kind).get(name))
+
+
+@pytest.mark.parametrize(
+    "text, plain",
+    [
+        ("train ``(50000, 3, 32, 32)`` uint8", "train (50000, 3, 32, 32) uint8"),
+        (":class:`FewShot` on a transfer set", "FewShot on a transfer set"),
+        ("see :func:`~sslbench.data.fingerprint` and :mod:`sslbench.io`", "see fingerprint and sslbench.io"),
+        ("no markup: a `single` backquote stays", "no markup: a `single` backquote stays"),
+    ],
+)
+def test_plain_text_drops_rest_markup(text, plain):
+    assert plain_text(text) == plain
+
+
+def test_names_are_checked_without_importing_the_target():
+    reg = Registry("methods")
+    reg.register("ghost", "no_such_module_anywhere:GHOST", summary="a target that cannot be imported")
+    reg.check("ghost")
+    assert reg.summary("ghost") == "a target that cannot be imported" and reg.source("ghost") == "code"
+    with pytest.raises(SslbenchError, match="did you mean 'ghost'"):
+        reg.check("ghots")
+    with pytest.raises(ModuleNotFoundError):
+        reg.get("ghost")
+
+
+def test_summary_of_an_object_registered_without_one_is_its_docstring():
+    class Thing:
+        """A :class:`Thing` with ``markup``.
+
+        More text.
+        """
+
+    reg = Registry("protocols")
+    reg.register("thing", Thing)
+    assert reg.summary("thing") == "A Thing with markup."
 
 
 def _imports(path: Path) -> set[str]:
