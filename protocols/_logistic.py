@@ -3,9 +3,14 @@
 The linear probe, the low-shot probe and the few-shot logistic regression all fit
 ``mean CE + wd/2 ||W||^2`` by full-batch L-BFGS in torch. Features of real encoders
 are strongly correlated, which makes plain L-BFGS crawl (hundreds of iterations at
-small weight decay), so the solver runs in whitened coordinates ``W = U diag(s) V``
-from the damped eigendecomposition of ``x^T x / N`` (:class:`Rotated`): the same
-objective and minimiser, reached in far fewer iterations.
+small weight decay), so the solvers run in whitened coordinates ``W = U diag(s) V``
+from the damped eigendecomposition of ``x^T x / N``: the same objective and
+minimiser, reached in far fewer iterations.
+
+Two solvers share that idea. :func:`fit_rotated` (low-shot; small problems) rotates
+the features and runs ``torch.optim.LBFGS``. :func:`fit_softmax` (the full-data
+linear probe) keeps the change of variables in the weights, so the (N, D) matrix is
+never copied, and runs its own L-BFGS whose line search works on the logits alone.
 
 Private to ``protocols/``: protocols share these through this module, not through
 each other.
@@ -13,6 +18,7 @@ each other.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -160,30 +166,6 @@ def weights(rot: Rotated, a: torch.Tensor) -> torch.Tensor:
     return (rot.basis @ a.to(torch.float64)).to(torch.float32)
 
 
-def fit_logistic(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    num_classes: int,
-    wd: float,
-    max_iter: int = 100,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multinomial logistic regression ``mean CE + wd/2 ||W||^2`` by preconditioned L-BFGS.
-
-    Args:
-        x: ``(N, D)`` features (standardise them first).
-        y: ``(N,)`` int64 labels in ``[0, C)``.
-        num_classes: C.
-        wd: Weight decay (L2 coefficient on W, none on the bias).
-        max_iter: Maximum L-BFGS iterations.
-
-    Returns:
-        ``(W, b)``: ``(D, C)`` and ``(C,)`` float32.
-    """
-    rot = rotate(x)
-    a, b = fit_rotated(rot, y, num_classes, wd, max_iter)
-    return weights(rot, a), b
-
-
 def top1(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> float:
     """Top-1 accuracy (fraction) of the linear classifier ``argmax(x W + b)``."""
     with torch.no_grad():
@@ -234,3 +216,375 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+
+
+# ----------------------------------------------------------------------------- the linear probe's solver
+#
+# The full-data linear probe (``protocols.linear``) fits one (N, D) matrix at
+# several weight decays. Its solver never forms a rotated, whitened or float64
+# copy of that matrix: the change of variables lives in the (D, C) weights, so an
+# L-BFGS iteration reads the matrix twice (the search direction's logits, then the
+# gradient) and every line-search trial works on the (C, N) logits alone.
+
+#: Stop when the largest gradient entry (whitened coordinates) is below this.
+GTOL = 1e-5
+#: ... or when an iteration lowers the objective by less than this, relatively.
+FTOL = 1e-9
+#: Curvature pairs kept by L-BFGS.
+HISTORY = 10
+
+
+@dataclass
+class Design:
+    """The rows one fit sees: feature ``j`` of row ``i`` is ``x[i, j] * scale[j] + shift[j]``.
+
+    ``scale`` and ``shift`` re-standardise rows that were standardised with other
+    statistics (the held-out selection's fit part) without copying them: the
+    solver folds them into the weights.
+
+    Attributes:
+        x: ``(N, D)`` float32 rows (a view; never copied).
+        y: ``(N,)`` int64 labels in ``[0, C)``.
+        scale: ``(D,)`` float32 column scale, or None for 1.
+        shift: ``(D,)`` float32 column shift, or None for 0.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    scale: torch.Tensor | None = None
+    shift: torch.Tensor | None = None
+
+    def linear_map(self, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weights on the stored ``x`` equivalent to ``(w, b)`` on the design's features."""
+        wx = w if self.scale is None else w * self.scale[:, None]
+        bx = b if self.shift is None else b + self.shift @ w
+        return wx, bx
+
+    def top1(self, w: torch.Tensor, b: torch.Tensor) -> float:
+        """Top-1 accuracy (fraction) of ``argmax(features W + b)`` on these rows."""
+        wx, bx = self.linear_map(w, b)
+        with torch.no_grad():
+            return float((torch.addmm(bx, self.x, wx).argmax(dim=1) == self.y).double().mean())
+
+
+@dataclass
+class Whitener:
+    """Preconditioner ``W = U diag(s) V`` from ``x^T x / N = U diag(lam) U^T`` (see :class:`Rotated`).
+
+    Attributes:
+        basis: ``(D, D)`` float32 orthogonal ``U``.
+        eig: ``(D,)`` float64 ``lam``.
+    """
+
+    basis: torch.Tensor
+    eig: torch.Tensor
+
+    @classmethod
+    def from_gram(cls, gram: torch.Tensor) -> Whitener:
+        """Eigendecompose a ``(D, D)`` second-moment matrix (in float64: ``U`` orthogonal to float32 precision)."""
+        lam, u = torch.linalg.eigh(gram.to(torch.float64))
+        return cls(basis=u.to(torch.float32), eig=lam.clamp_min(0.0))
+
+    def scale(self, wd: float) -> torch.Tensor:
+        """``s = (lam + delta)^(-1/2)``, float32, with ``delta`` as in :meth:`Rotated.scale`."""
+        delta = max(PRECOND_DAMPING * float(self.eig.mean()), wd, 1e-12)
+        return (self.eig + delta).rsqrt().to(torch.float32)
+
+
+@dataclass
+class Curvature:
+    """L-BFGS curvature pairs carried from one fit to the next on the same rows.
+
+    The pairs hold steps and changes of the cross-entropy gradient in the whitened
+    coordinates of ``s``; the penalty's exact curvature ``wd s^2`` is added for
+    whichever weight decay uses them, so a pair stays valid along the grid.
+
+    Attributes:
+        s: ``(D,)`` whitening scale the pairs are expressed in.
+        steps: ``(D + 1, C)`` parameter steps, oldest first.
+        ce_changes: ``(D + 1, C)`` changes of the cross-entropy gradient.
+    """
+
+    s: torch.Tensor
+    steps: list[torch.Tensor]
+    ce_changes: list[torch.Tensor]
+
+    def rescaled(self, s: torch.Tensor) -> Curvature:
+        """The same pairs in the coordinates of scale ``s``: ``V' = V s_old / s``, gradients the inverse."""
+        ratio = torch.cat([self.s / s, torch.ones(1)])[:, None]
+        return Curvature(s=s, steps=[p * ratio for p in self.steps], ce_changes=[c / ratio for c in self.ce_changes])
+
+    def pairs(self, wd: float) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+        """``(step, gradient change, 1 / (step . change))`` for weight decay ``wd`` (oldest first)."""
+        out = []
+        for step, change in zip(self.steps, self.ce_changes, strict=True):
+            y = change.clone()
+            y[:-1] += wd * (self.s * self.s)[:, None] * step[:-1]
+            out.append((step, y, 1.0 / _dot(step, y)))
+        return out
+
+
+@dataclass
+class SoftmaxFit:
+    """One fit of :func:`fit_softmax`.
+
+    Attributes:
+        w: ``(D, C)`` float32 weights on the design's features.
+        b: ``(C,)`` float32 bias.
+        loss: Objective ``mean CE + wd/2 ||W||^2`` at ``(w, b)`` (float64 sums of float32 terms).
+        iterations: L-BFGS iterations run.
+        forwards: ``(N, D) @ (D, C)`` products (logits of a point or a direction).
+        gradients: ``(C, N) @ (N, D)`` products.
+        stop: Why it stopped: ``"gtol"``, ``"ftol"``, ``"line search"`` or ``"max_iter"``.
+        curvature: The last curvature pairs, to warm-start a fit on the same rows.
+    """
+
+    w: torch.Tensor
+    b: torch.Tensor
+    loss: float
+    iterations: int
+    forwards: int
+    gradients: int
+    stop: str
+    curvature: Curvature
+
+
+class _Objective:
+    """``mean CE + wd/2 ||W||^2`` of a design in whitened coordinates ``theta = [V; b]``, ``(D + 1, C)``.
+
+    ``W = U diag(s) V`` (:class:`Whitener`), so ``||W||^2 = sum_i s_i^2 ||V_i||^2``.
+    Logits are kept as ``(C, N)``: the softmax then runs over C contiguous rows.
+    """
+
+    def __init__(self, design: Design, whitener: Whitener, num_classes: int, wd: float):
+        self.design, self.wd, self.n = design, wd, design.x.shape[0]
+        self.u = whitener.basis
+        self.s = whitener.scale(wd)
+        self.pen = (self.s * self.s)[:, None]
+        self.onehot = F.one_hot(design.y, num_classes).T.to(torch.float32).contiguous()
+        self.forwards = self.gradients = 0
+
+    def theta(self, init: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """Whitened parameters of weights ``(W, b)`` on the design's features (zeros for None)."""
+        if init is None:
+            return torch.zeros(self.u.shape[1] + 1, self.onehot.shape[0])
+        w, b = init
+        return torch.cat([(self.u.T @ w) / self.s[:, None], b[None]])
+
+    def weights(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W, b)`` on the design's features, ``(D, C)`` and ``(C,)``."""
+        return self.u @ (self.s[:, None] * theta[:-1]), theta[-1].clone()
+
+    def logits(self, theta: torch.Tensor) -> torch.Tensor:
+        """``(C, N)`` logits of ``theta`` (linear in it: also the logits of a direction). One product."""
+        wx, bx = self.design.linear_map(*self.weights(theta))
+        self.forwards += 1
+        return torch.addmm(bx, self.design.x, wx).T.contiguous()
+
+    def gradient(self, probs: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """Gradient in ``theta`` from the ``(C, N)`` softmax probabilities at ``theta``. One product."""
+        dlogits = torch.sub(probs, self.onehot).div_(self.n)  # dCE/dlogits, (C, N)
+        gx = dlogits @ self.design.x  # (C, D): (C, N) @ (N, D), the fast order
+        self.gradients += 1
+        gb = dlogits.sum(dim=1)
+        gw = gx.T if self.design.scale is None else gx.T * self.design.scale[:, None]
+        if self.design.shift is not None:
+            gw = gw + self.design.shift[:, None] * gb
+        gv = self.s[:, None] * (self.u.T @ gw) + self.wd * self.pen * theta[:-1]
+        return torch.cat([gv, gb[None]])
+
+
+class _Line:
+    """The objective along ``theta + t d`` from the logits alone: a trial costs no product with the rows.
+
+    Logits are linear in ``theta`` and the penalty is a quadratic in ``t``, so
+    ``f(t)`` and ``f'(t)`` follow from ``logits + t dlogits`` and six scalars.
+    """
+
+    def __init__(self, obj: _Objective, logits: torch.Tensor, dlogits: torch.Tensor, theta: torch.Tensor,
+                 d: torch.Tensor):
+        self.n, self.logits, self.dlogits = obj.n, logits, dlogits
+        self.a0 = float((logits * obj.onehot).sum(dtype=torch.float64)) / obj.n  # mean logit of the label
+        self.a1 = float((dlogits * obj.onehot).sum(dtype=torch.float64)) / obj.n
+        pv, pd = obj.pen * theta[:-1], obj.pen * d[:-1]
+        self.q0 = 0.5 * obj.wd * float((pv * theta[:-1]).sum(dtype=torch.float64))
+        self.q1 = obj.wd * float((pd * theta[:-1]).sum(dtype=torch.float64))
+        self.q2 = 0.5 * obj.wd * float((pd * d[:-1]).sum(dtype=torch.float64))
+        self.t: float | None = None
+        self.probs = logits
+
+    def __call__(self, t: float) -> tuple[float, float]:
+        """``(f(t), f'(t))``; keeps the softmax probabilities at ``t``."""
+        z = torch.add(self.logits, self.dlogits, alpha=t)
+        top = z.amax(dim=0)
+        e = z.sub_(top).exp_()
+        total = e.sum(dim=0)
+        lse = float(total.log().add_(top).sum(dtype=torch.float64)) / self.n
+        self.probs, self.t = e.div_(total), t
+        slope = float(torch.dot(self.probs.view(-1), self.dlogits.view(-1))) / self.n
+        f = lse - self.a0 - t * self.a1 + self.q0 + t * self.q1 + t * t * self.q2
+        return f, slope - self.a1 + self.q1 + 2.0 * t * self.q2
+
+    def probabilities(self, t: float) -> torch.Tensor:
+        """``(C, N)`` softmax probabilities at ``t``."""
+        if self.t != t:
+            self(t)
+        return self.probs
+
+
+def _cubic_step(a: tuple[float, float, float], b: tuple[float, float, float], lo: float, hi: float) -> float:
+    """Minimiser of the cubic through two ``(t, f, f')`` points, clamped to ``[lo, hi]`` (midpoint if none).
+
+    Nocedal & Wright, *Numerical Optimization* (2006), eq. 3.59.
+    """
+    (t0, f0, g0), (t1, f1, g1) = a, b
+    d1 = g0 + g1 - 3.0 * (f0 - f1) / (t0 - t1)
+    disc = d1 * d1 - g0 * g1
+    if disc < 0 or t0 == t1:
+        return 0.5 * (lo + hi)
+    d2 = math.copysign(math.sqrt(disc), t1 - t0)
+    denom = g1 - g0 + 2.0 * d2
+    t = t1 - (t1 - t0) * (g1 + d2 - d1) / denom if denom != 0 else 0.5 * (lo + hi)
+    return min(max(t, lo), hi) if math.isfinite(t) else 0.5 * (lo + hi)
+
+
+def _wolfe_search(phi: _Line, f0: float, g0: float, t: float, c1: float = 1e-4, c2: float = 0.9,
+                  max_evals: int = 25) -> tuple[float, float]:
+    """Step satisfying the strong Wolfe conditions (Nocedal & Wright, Alg. 3.5 and 3.6).
+
+    Returns:
+        ``(t, f(t))``; ``t = 0`` when no trial lowered ``f`` (the float32 floor).
+    """
+    prev = (0.0, f0, g0)
+    for i in range(max_evals):
+        f, g = phi(t)
+        cur = (t, f, g)
+        if f > f0 + c1 * t * g0 or (i > 0 and f >= prev[1]):
+            return _zoom(phi, f0, g0, prev, cur, c1, c2, max_evals - i - 1)
+        if abs(g) <= -c2 * g0:
+            return t, f
+        if g >= 0:
+            return _zoom(phi, f0, g0, cur, prev, c1, c2, max_evals - i - 1)
+        prev, t = cur, _cubic_step(prev, cur, 1.1 * t, 10.0 * t)
+    return prev[0], prev[1]
+
+
+def _zoom(phi: _Line, f0: float, g0: float, lo: tuple[float, float, float], hi: tuple[float, float, float],
+          c1: float, c2: float, evals: int) -> tuple[float, float]:
+    """Shrink ``[lo, hi]`` (``lo``: the lower, sufficient-decrease end) to a strong Wolfe step."""
+    for _ in range(evals):
+        a, b = sorted((lo[0], hi[0]))
+        if b - a <= 1e-7 * b:
+            break
+        t = _cubic_step(lo, hi, a + 0.1 * (b - a), b - 0.1 * (b - a))
+        f, g = phi(t)
+        if f > f0 + c1 * t * g0 or f >= lo[1]:
+            hi = (t, f, g)
+            continue
+        if abs(g) <= -c2 * g0:
+            return t, f
+        if g * (hi[0] - lo[0]) >= 0:
+            hi = lo
+        lo = (t, f, g)
+    return lo[0], lo[1]
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.dot(a.view(-1), b.view(-1)))
+
+
+def _two_loop(g: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor, float]]) -> torch.Tensor:
+    """L-BFGS direction ``-H g`` from the pairs, oldest first (Nocedal & Wright, Alg. 7.4)."""
+    q = g.clone()
+    alphas = []
+    for s, y, rho in reversed(pairs):
+        a = rho * _dot(s, q)
+        q.add_(y, alpha=-a)
+        alphas.append(a)
+    if pairs:
+        _, y, rho = pairs[-1]
+        q.mul_(1.0 / (rho * _dot(y, y)))  # H0 = (s.y / y.y) I
+    for (s, y, rho), a in zip(pairs, reversed(alphas), strict=True):
+        q.add_(s, alpha=a - rho * _dot(y, q))
+    return q.neg_()
+
+
+def fit_softmax(
+    design: Design,
+    whitener: Whitener,
+    num_classes: int,
+    wd: float,
+    max_iter: int = 100,
+    gtol: float = GTOL,
+    ftol: float = FTOL,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    curvature: Curvature | None = None,
+) -> SoftmaxFit:
+    """Minimise ``mean_i CE(f_i W + b, y_i) + wd/2 ||W||_F^2`` by preconditioned L-BFGS in float32.
+
+    ``f_i`` are the design's features (no penalty on the bias). The search runs
+    in the whitened coordinates of ``whitener`` with a strong Wolfe line search
+    on the logits (:class:`_Line`); the gradient is in closed form,
+    ``(softmax - onehot) / N`` back through one product. It stops when the
+    largest whitened gradient entry is at most ``gtol``, when an iteration
+    lowers the objective by less than ``ftol`` relatively, when the line search
+    finds no lower value (the float32 floor), or after ``max_iter`` iterations.
+
+    Args:
+        design: ``N`` rows of ``D`` features with their labels.
+        whitener: Preconditioner (any orthogonal basis gives the same minimiser).
+        num_classes: C.
+        wd: Weight decay.
+        max_iter: Maximum L-BFGS iterations.
+        gtol: Gradient tolerance (max-abs, whitened coordinates).
+        ftol: Relative objective-change tolerance.
+        init: Warm start ``(W (D, C), b (C,))`` on the design's features; zeros otherwise.
+        curvature: Pairs of an earlier fit on the same rows (any weight decay).
+
+    Returns:
+        The :class:`SoftmaxFit`.
+    """
+    obj = _Objective(design, whitener, num_classes, wd)
+    theta = obj.theta(init)
+    memory = curvature.rescaled(obj.s) if curvature is not None else Curvature(obj.s, [], [])
+    pairs, ce_changes = memory.pairs(wd), memory.ce_changes
+    logits = obj.logits(theta)
+    zero = _Line(obj, logits, torch.zeros_like(logits), theta, torch.zeros_like(theta))
+    f, _ = zero(0.0)
+    g = obj.gradient(zero.probs, theta)
+    stop, it = "max_iter", 0
+    while it < max_iter:
+        if float(g.abs().max()) <= gtol:
+            stop = "gtol"
+            break
+        d = _two_loop(g, pairs)
+        gtd = _dot(g, d)
+        if not gtd < 0:  # not a descent direction: drop the memory
+            pairs, ce_changes, d = [], [], -g
+            gtd = -_dot(g, g)
+        dlogits = obj.logits(d)
+        line = _Line(obj, logits, dlogits, theta, d)
+        t, f_new = _wolfe_search(line, f, gtd, 1.0)
+        if t == 0.0:
+            stop = "line search"
+            break
+        it += 1
+        probs = line.probabilities(t)
+        step = d.mul_(t)
+        theta = theta + step
+        logits.add_(dlogits, alpha=t)
+        g_new = obj.gradient(probs, theta)
+        y = g_new - g
+        sy = _dot(step, y)
+        if sy > 1e-10:
+            ce = y.clone()
+            ce[:-1] -= wd * obj.pen * step[:-1]
+            pairs, ce_changes = (pairs + [(step, y, 1.0 / sy)])[-HISTORY:], (ce_changes + [ce])[-HISTORY:]
+        decrease, f, g = f - f_new, f_new, g_new
+        if decrease <= ftol * max(abs(f), 1.0):
+            stop = "ftol"
+            break
+    w, b = obj.weights(theta)
+    memory = Curvature(s=obj.s, steps=[p[0] for p in pairs], ce_changes=ce_changes)
+    return SoftmaxFit(w=w, b=b, loss=f, iterations=it, forwards=obj.forwards, gradients=obj.gradients, stop=stop,
+                      curvature=memory)
