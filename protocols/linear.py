@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from protocols._logistic import GTOL, STD_FLOOR, Design, Whitener, fit_softmax
+from protocols._logistic import GTOL, STD_FLOOR, Design, Whitener, fit_softmax, single_thread
 from sslbench.errors import SslbenchError
 from sslbench.protocol import Protocol, check_features
 from sslbench.types import Direction, FeatureSet
@@ -221,6 +221,13 @@ def probe(
     Returns:
         The :class:`ProbeResult`.
     """
+    with single_thread():  # see fit_softmax; the eigendecomposition took 40x longer on two threads of a busy machine
+        return _probe(train_x, train_y, test_x, test_y, wd_grid, val_fraction, max_iter, seed, num_classes, gtol)
+
+
+def _probe(train_x, train_y, test_x, test_y, wd_grid, val_fraction, max_iter, seed, num_classes,
+           gtol) -> ProbeResult:
+    """:func:`probe` on one thread."""
     clock = _Clock()
     train_y = np.asarray(train_y, dtype=np.int64)
     test_y = np.asarray(test_y, dtype=np.int64)

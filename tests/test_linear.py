@@ -9,7 +9,7 @@ from scipy.optimize import minimize
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from protocols._logistic import Design, Whitener, fit_softmax, standardize
+from protocols._logistic import Design, Whitener, _Line, _Objective, _softmax_loss, fit_softmax, standardize
 from protocols.linear import Linear, probe, standardize_split, stratified_split
 from sslbench.errors import SslbenchError
 from sslbench.types import FeatureSet
@@ -146,6 +146,29 @@ def test_objective_at_the_solution_matches_a_float64_reference(wd):
     assert fit.stop in ("gtol", "ftol", "line search")
     assert ours - best <= 1e-6 * best
     assert fit.loss == pytest.approx(ours, rel=1e-5)  # the solver's own running value is the objective
+
+
+def test_line_search_trials_match_the_float64_objective_along_the_line():
+    """The trials' loss changes (relative to the label) and slopes against float64 on the same weights."""
+    feats = _correlated(7, 2000, 10, c=4, d=16, k=6, spread=0.5)
+    (x,) = standardize(feats.train_x)
+    y = feats.train_y.astype(np.int64)
+    obj = _Objective(Design(x, torch.from_numpy(y)), Whitener.from_gram((x.T @ x).double() / len(x)), 4, 1e-3)
+    gen = torch.Generator().manual_seed(0)
+    theta, d = torch.randn(17, 4, generator=gen), torch.randn(17, 4, generator=gen) * 0.3
+    logits = obj.logits(theta)
+    _, probs = _softmax_loss(logits, obj.design.y)
+    line = _Line(obj, logits, probs, obj.logits(d), theta, d)
+    (w0, b0), (dw, db) = (tuple(a.double().numpy() for a in obj.weights(v)) for v in (theta, d))
+
+    def f64(t):
+        return _objective64(x.numpy(), y, 4, 1e-3, w0 + t * dw, b0 + t * db)
+
+    for t in (1e-5, 1e-2, 1.0, 40.0):  # 40: the long-step branch
+        change, slope = line(t)
+        assert change == pytest.approx(f64(t) - f64(0.0), rel=1e-4, abs=1e-12)
+        h = 1e-4 * max(t, 1.0)
+        assert slope == pytest.approx((f64(t + h) - f64(t - h)) / (2 * h), rel=1e-3, abs=1e-9)
 
 
 def test_tolerance_stops_early_on_an_easy_problem():
