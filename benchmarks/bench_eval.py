@@ -59,24 +59,26 @@ print(json.dumps({"load_s": t1 - t0, "knn_s": t2 - t1, "linear_s": t3 - t2, "knn
 
 #: Functions whose cumulative time ``--profile`` reports, in the order of the command.
 PROFILED = [
-    ("imports (sslbench.cli and what it pulls in)", "sslbench/cli.py:1(<module>)"),
-    ("argument parser (imports leaderboard, compare)", "cli.py:28(_parser)"),
-    ("imports of sslbench.external (encoders, torchvision)", "sslbench/external.py:1(<module>)"),
-    ("load_features (read, checks, fingerprint)", "feature_files.py:58(load_features)"),
-    ("  np.load read_array", "_format_impl.py:780(read_array)"),
-    ("  check_features", "protocol.py:128(check_features)"),
-    ("  fingerprint", "common.py:35(fingerprint)"),
-    ("knn evaluate", "knn.py:313(evaluate)"),
+    ("python -m sslbench (all but interpreter start)", "sslbench/__main__.py:1(<module>)"),
+    ("  import torch", "torch/__init__.py:1(<module>)"),
+    ("  argument parser (imports leaderboard, compare)", "sslbench/cli.py:{_parser}"),
+    ("  import sslbench.external (encoders, torchvision)", "sslbench/external.py:1(<module>)"),
+    ("  the eval command", "sslbench/external.py:{evaluate}"),
+    ("load_features (read, checks, fingerprint)", "sslbench/feature_files.py:{load_features}"),
+    ("  np.load read_array", "numpy/lib/_format_impl.py:{read_array}"),
+    ("  check_features", "sslbench/protocol.py:{check_features}"),
+    ("  fingerprint", "sslbench/data/common.py:{fingerprint}"),
+    ("knn evaluate", "protocols/knn.py:{evaluate}"),
     ("  faiss search", "IndexFlat_search"),
-    ("linear evaluate", "linear.py:{evaluate}"),
-    ("  standardize_split", "standardize_split"),
-    ("  Whitener.from_gram (eigh)", "from_gram"),
-    ("  fit_softmax (all fits)", "fit_softmax"),
-    ("    forward products", "_logistic.py:{logits}"),
-    ("    gradient products", "_logistic.py:{gradient}"),
-    ("    line-search trials", "_logistic.py:{__call__}"),
-    ("write_result", "store.py:159(write_result)"),
-    ("leaderboard build + write", "leaderboard.py:{build}"),
+    ("linear evaluate", "protocols/linear.py:{evaluate}"),
+    ("  standardize_split", "protocols/linear.py:{standardize_split}"),
+    ("  Whitener.from_gram (eigh)", "protocols/_logistic.py:{from_gram}"),
+    ("  fit_softmax (all fits)", "protocols/_logistic.py:{fit_softmax}"),
+    ("    forward products", "protocols/_logistic.py:{logits_product}"),
+    ("    gradient products", "protocols/_logistic.py:{gradient_product}"),
+    ("    line-search trials", "protocols/_logistic.py:{__call__}"),
+    ("write_result", "sslbench/store.py:{write_result}"),
+    ("leaderboard build", "sslbench/leaderboard.py:{build}"),
 ]
 
 
@@ -148,11 +150,13 @@ def print_profile(prof: Path) -> dict[str, float]:
     print(f"   profile of one eval (cProfile, {total:.1f}s in all; profiling slows Python-heavy parts):", flush=True)
     out = {}
     for label, key in PROFILED:
-        if "{" in key:  # file:{function name}
+        if ":{" in key:  # file:{function name}
             file, name = key.split(":{")
-            hits = [v for (f, _, n), v in stats.items() if f.endswith(file) and n == name.rstrip("}")]
-        else:
-            hits = [v for (f, ln, n), v in stats.items() if key in f"{f}:{ln}({n})" or key == n]
+            hits = [v for (f, _, n), v in stats.items() if f.endswith("/" + file) and n == name.rstrip("}")]
+        elif ":" in key:  # file:line(function)
+            hits = [v for (f, ln, n), v in stats.items() if f"{f}:{ln}({n})".endswith("/" + key)]
+        else:  # a built-in's name
+            hits = [v for (_, _, n), v in stats.items() if key in n]
         if hits:
             ct, calls = sum(h[3] for h in hits), sum(h[1] for h in hits)
             out[label] = ct

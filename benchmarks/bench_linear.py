@@ -10,11 +10,13 @@ synthetic`` takes bench_eval.py's synthetic ones instead.
 Issue "Evaluation at its bound": the probe within 2x of its GEMM bound. The
 bound is the time the products the probe actually ran would take at this
 machine's measured speed for each shape, measured in the same run right
-after the probe: every forward ``(rows, D) @ (D, C)`` and gradient
-``(C, rows) @ (rows, D)`` product of every fit (counted by the solver), the
-one ``(D, rows) @ (rows, D)`` Gram product, and the held-out and test scoring
-products. Everything else (standardising, the eigendecomposition, line-search
-trials, the L-BFGS two-loop, Python) is what the ratio charges the probe.
+after the probe with the solver's own calls, each shape on one thread and on
+``--threads`` threads (the faster counts): every forward ``(rows, D) @ (D, C)``
+and gradient ``(C, rows) @ (rows, D)`` product of every fit (counted by the
+solver), the one ``(D, rows) @ (rows, D)`` Gram product, and the held-out and
+test scoring products. Everything else (standardising, the eigendecomposition,
+line-search trials, the L-BFGS two-loop, Python) is what the ratio charges the
+probe.
 
 Both sides get the same protocol: the same stratified 80/20 split
 (``protocols.linear.stratified_split``), the same standardisation, the same

@@ -586,8 +586,9 @@ def fit_softmax(
     Returns:
         The :class:`SoftmaxFit`.
     """
-    # One thread: the products are bound by memory more than by flops, and on a shared machine a
-    # second thread waiting for a busy core made every op (product or elementwise) 2-3x slower.
+    # One thread: the skinny products gain little from a second core, a second thread waiting for a
+    # busy core of a shared machine made every op 2-3x slower, and MKL splits the gradient's long
+    # reduction across threads, so the numbers would depend on the thread count.
     with single_thread():
         obj = _Objective(design, whitener, num_classes, wd)
         memory = curvature.rescaled(obj.s) if curvature is not None else Curvature(obj.s, [], [])

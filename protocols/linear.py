@@ -6,7 +6,23 @@ Visual Representation Learning"): standardise with train statistics, fit an
 L2-regularised softmax regression, choose the weight decay on a held-out part
 of train, refit on all of train and report test top-1. Solved by full-batch
 L-BFGS in torch on cached features, which is exact and far faster than
-scikit-learn on a CPU; the preconditioned solver is in :mod:`protocols._logistic`.
+scikit-learn on a CPU; the preconditioned solver is in :mod:`protocols._logistic`
+(:func:`~protocols._logistic.fit_softmax`).
+
+How the work is kept near the products it cannot avoid:
+
+- Train is copied and standardised once, in float32, fit rows first, so the
+  selection's fit and held-out parts and the refit's all-train rows are views
+  of one matrix. The selection still sees fit-part statistics: they enter as a
+  per-column scale and shift folded into the weights (:class:`Split`).
+- One Gram product of the fit part gives the variances and the preconditioner;
+  its eigenbasis also preconditions the refit (any orthogonal basis gives the
+  same minimiser, and all-train statistics differ from the fit part's by
+  O(1/sqrt(N))).
+- The grid is walked from the largest weight decay down, each fit starting from
+  the previous weights and curvature pairs; the refit starts from the chosen
+  fit's weights. Each fit stops at the gradient tolerance ``gtol`` (or
+  ``max_iter``).
 """
 
 from __future__ import annotations
@@ -54,14 +70,17 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 class Split:
     """Train standardised once, fit rows first, with views for the selection's two parts.
 
-    Train is standardised with all-train statistics (centred on the fit part's mean,
-    which the bias absorbs), which the refit and the test score use. The selection must see its fit part standardised with fit-part
-    statistics instead; that is the per-column affine map ``fit_scale``,
-    ``fit_shift`` of the same rows (:class:`protocols._logistic.Design`), so the
-    held-out rows get the fit part's statistics without a second copy. A column
-    whose fit-part spread is at most ``STD_FLOOR`` (constant on the fit part) gets
-    scale and shift 0: it carries nothing the fit could use, and dropping it keeps
-    rounding noise times a huge ``1 / STD_FLOOR`` off the held-out rows.
+    Train is standardised with all-train statistics, which the refit and the test
+    score use (centred on the fit part's mean rather than all-train's: the bias
+    absorbs any centre). The selection must see its fit part standardised with
+    fit-part statistics instead, and the held-out rows with the same ones; that
+    is the per-column affine map ``fit_scale``, ``fit_shift`` of the same rows
+    (:class:`protocols._logistic.Design`), exact and without a second copy. Test
+    is never looked at before the final score. A column whose fit-part spread is
+    at most ``STD_FLOOR`` (constant on the fit part) gets scale and shift 0: it
+    carries nothing a fit could use, and dropping it keeps rounding noise times
+    ``1 / STD_FLOOR`` off the held-out rows (a standardisation of its own would
+    clamp its spread to ``STD_FLOOR`` instead).
 
     Attributes:
         x: ``(N, D)`` float32 standardised train, rows ``order``.
