@@ -126,7 +126,7 @@ def run_eval(path: Path, threads: int, profile: Path | None = None) -> dict:
         cmd = [sys.executable, *pre, "-m", "sslbench", "eval", "--features", str(path), "--protocols", "knn,linear",
                "--out", out]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env=_env(threads), capture_output=True, text=True, cwd=C.ROOT)
+        proc = subprocess.run(cmd, env=_env(threads), capture_output=True, text=True, cwd=C.ROOT, check=False)
         wall = time.perf_counter() - t0
         results = {}
         for proto in ("knn", "linear"):

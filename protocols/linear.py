@@ -34,7 +34,14 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from protocols._logistic import GTOL, STD_FLOOR, Design, Whitener, fit_softmax, single_thread
+from protocols._logistic import (
+    GTOL,
+    STD_FLOOR,
+    Design,
+    Whitener,
+    fit_softmax,
+    single_thread,
+)
 from sslbench.errors import SslbenchError
 from sslbench.protocol import Protocol, check_features
 from sslbench.types import Direction, FeatureSet

@@ -9,7 +9,15 @@ from scipy.optimize import minimize
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from protocols._logistic import Design, Whitener, _Line, _Objective, _softmax_loss, fit_softmax, standardize
+from protocols._logistic import (
+    Design,
+    Whitener,
+    _Line,
+    _Objective,
+    _softmax_loss,
+    fit_softmax,
+    standardize,
+)
 from protocols.linear import Linear, probe, standardize_split, stratified_split
 from sslbench.errors import SslbenchError
 from sslbench.types import FeatureSet
