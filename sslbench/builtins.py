@@ -62,6 +62,9 @@ BUILTINS: dict[str, dict[str, Builtin]] = {
     "datasets": {
         "fashion-mnist": Builtin("sslbench.data.fashion_mnist:load_fashion_mnist",
                                  "Load Fashion-MNIST from a local root, the Debian package, or a download."),
+        "fashion-mnist-10k": Builtin("sslbench.data.fashion_mnist:load_fashion_mnist_10k",
+                                     "Fashion-MNIST with a fixed stratified 10k-image train subset (1000 per class) "
+                                     "and the full test split."),
         "digits": Builtin("sslbench.data.digits:load_digits",
                           "Load the digits with the fixed stratified 80/20 split (seed 0)."),
         "cifar10": Builtin("sslbench.data.torchvision_sets:load_cifar10",

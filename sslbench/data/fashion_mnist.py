@@ -232,3 +232,32 @@ def _image_data(files: dict[str, Path]) -> ImageData:
         num_classes=NUM_CLASSES,
         source=str(source),
     )
+
+
+#: Train images kept by :func:`load_fashion_mnist_10k` (1000 per class).
+SUBSET_TRAIN = 10_000
+
+
+def load_fashion_mnist_10k(data_root: str | None = None) -> ImageData:
+    """Fashion-MNIST with a fixed stratified 10k-image train subset (1000 per class) and the full test split.
+
+    Sized for sweeps of hundreds of short CPU runs (the collapse atlas): six times
+    fewer images per epoch than ``fashion-mnist``, while every run still takes
+    hundreds of optimiser steps. The subset is the same on every machine (the
+    stratified split of :mod:`sslbench.splits` with seed 0 over the train labels).
+
+    Args:
+        data_root: As :func:`load_fashion_mnist`.
+
+    Returns:
+        ImageData with train ``(10000, 1, 28, 28)`` and test ``(10000, 1, 28, 28)``.
+    """
+    from sslbench.data.common import make_image_data
+    from sslbench.splits import stratified_split
+
+    full = load_fashion_mnist(data_root)
+    labels = full.train_labels.numpy()
+    _, keep = stratified_split(labels, SUBSET_TRAIN / len(labels), seed=0)
+    idx = torch.from_numpy(keep)
+    return make_image_data(f"{NAME}-10k", full.train_images[idx], full.train_labels[idx], full.test_images,
+                           full.test_labels, NUM_CLASSES, full.source)
