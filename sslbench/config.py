@@ -585,16 +585,16 @@ def _axis_rules(base: Method, axis: str, where: str) -> tuple[type | None, str, 
             raise SslbenchError(f"{where}: grid axis {axis!r}: {base.name!r} has no {section} to change")
         known = {f.name for f in dataclasses.fields(cfg)}
         if name not in known:
-            raise did_you_mean(name, known, f"{section} field of {base.name!r} in {where} grid axis {axis!r}")
+            raise did_you_mean(name, known, f"{section} field of {base.name!r} in {where} grid")
         return type(cfg), name, {}
     if section == "heads":
         known = set(base.heads) | {h for over in base.presets.values() for h in (over.get("heads") or {})}
         if name not in known:
-            raise did_you_mean(name, known, f"head of {base.name!r} in {where} grid axis {axis!r}")
+            raise did_you_mean(name, known, f"head of {base.name!r} in {where} grid")
         return None, name, {name: HEAD}
     cls, rules = (TrainConfig, TRAIN_RULES) if section == "train" else (ViewConfig, VIEW_RULES)
     if name not in {f.name for f in dataclasses.fields(cls)}:
-        raise did_you_mean(name, {f.name for f in dataclasses.fields(cls)}, f"{section} field in {where} grid axis {axis!r}")
+        raise did_you_mean(name, {f.name for f in dataclasses.fields(cls)}, f"{section} field in {where} grid")
     return cls, name, rules
 
 

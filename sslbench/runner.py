@@ -347,7 +347,7 @@ def run(cfg: RunConfig, execution: Execution | None = None) -> int:
     ``<out>/manifest.json`` (:mod:`sslbench.manifest`). SIGTERM unwinds like Ctrl-C.
 
     Returns:
-        The number of runs that failed with a reported error.
+        The number of runs that failed with a reported error or did not finish.
 
     Raises:
         SslbenchError: for bad input (before anything is written).
@@ -422,12 +422,13 @@ def _summary(outcomes: list[Outcome], total: int) -> int:
     if busy:
         log(f"sslbench: {len(busy)} run(s) were held by other processes and left to them "
             f"({', '.join(busy[:3])}{', ...' if len(busy) > 3 else ''}); `sslbench status` follows them")
-    if len(outcomes) < total and not any(o.status == "stopped" for o in outcomes):
-        log(f"sslbench: {total - len(outcomes)} run(s) were not attempted; rerun the same command")
+    missing = total - len(outcomes)
     error = executors.first_output_error(outcomes)
     if error is not None:
         raise error  # a full disk or an unwritable --out fails the later runs too
-    return sum(o.status == "failed" for o in outcomes)
+    if missing:
+        log(f"sslbench: {missing} run(s) did not finish (a task or worker ended first); rerun the same command")
+    return sum(o.status == "failed" for o in outcomes) + missing
 
 
 def _sequential(plan: Plan, cfg: RunConfig, execution: Execution, manifest: Manifest | None) -> int:
