@@ -287,6 +287,11 @@ def _worker_main(conn: Connection, init: Callable[[Any], Any], payload: Any,
                  work: Callable[[Any, Any], Outcome], threads: int | None) -> None:
     """A local worker: build its context once, then attempt each run the parent sends until it sends ``None``."""
     signal.signal(signal.SIGTERM, _raise_terminated)
+    import tqdm
+
+    # tqdm's default lock is a multiprocessing semaphore, which a killed worker would leak (and the
+    # parent warn about at exit); a worker's bars are its own, so a thread lock is enough.
+    tqdm.tqdm.set_lock(threading.RLock())
     try:
         set_threads(threads)
         try:

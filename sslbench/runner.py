@@ -248,12 +248,12 @@ def attempt(run: PlannedRun, ctx: Context, crash_is_failure: bool = False) -> Ou
     cell, t0 = run.cell, time.perf_counter()
     paths = ctx.layout.run(cell.name, run.seed)
     lock = RunLock(paths.dir, refuse_nested=False, name=RUN_LOCK_NAME, tries=3)
-    claimed = lock.try_acquire() if dist.is_main() else True
-    if dist.is_distributed():  # rank 0 claims for every rank
-        claimed = dist.mean_over_ranks(torch.tensor(float(claimed and dist.is_main()))) > 0
-    if not claimed:
-        return Outcome(run.label, "busy", 0.0, describe(lock.holder))
     try:
+        claimed = lock.try_acquire() if dist.is_main() else True
+        if dist.is_distributed():  # rank 0 claims for every rank
+            claimed = dist.mean_over_ranks(torch.tensor(float(claimed and dist.is_main()))) > 0
+        if not claimed:
+            return Outcome(run.label, "busy", 0.0, describe(lock.holder))
         if lock.taken_over:
             log(f"{run.label}: {lock.taken_over}")
         if dist.is_main():
@@ -433,18 +433,22 @@ def _summary(outcomes: list[Outcome], total: int) -> int:
 
 def _sequential(plan: Plan, cfg: RunConfig, execution: Execution, manifest: Manifest | None) -> int:
     """Every run in this process, one after another (``torchrun``: every rank, in step)."""
+    before = torch.get_num_threads()
     executors.set_threads(execution.threads())
-    ctx = load_context(cfg)
-    if manifest is not None:
-        manifest.record_data(ctx.data, ctx.protocols)
+    try:
+        ctx = load_context(cfg)
+        if manifest is not None:
+            manifest.record_data(ctx.data, ctx.protocols)
 
-    def work(r: PlannedRun) -> Outcome:
-        dist.barrier()  # every rank sees the files rank 0 wrote for the previous run
-        return attempt(r, ctx)
+        def work(r: PlannedRun) -> Outcome:
+            dist.barrier()  # every rank sees the files rank 0 wrote for the previous run
+            return attempt(r, ctx)
 
-    outcomes = executors.run_sequential(plan.runs, work, executors.Progress(len(plan), 1, log))
-    dist.barrier()
-    dist.destroy()
+        outcomes = executors.run_sequential(plan.runs, work, executors.Progress(len(plan), 1, log))
+        dist.barrier()
+        dist.destroy()
+    finally:
+        torch.set_num_threads(before)  # a caller in this process keeps its own count
     return _summary(outcomes, len(plan))
 
 
