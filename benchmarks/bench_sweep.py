@@ -67,6 +67,10 @@ def _sweep(config: Path, out: Path, jobs: int, threads: int) -> float:
     return wall
 
 
+def _epochs(run: Path) -> list[int]:
+    return [json.loads(ln)["epoch"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def _results(out: Path) -> dict[str, dict]:
     return {c: json.loads((out / c / "seed0" / "results" / "knn.json").read_text()) for c in CELLS
             if (out / c / "seed0" / "results" / "knn.json").exists()}
@@ -103,9 +107,10 @@ def main() -> int:
         res = _results(outs[name])
         train = sum(d["timings"]["train_s"] for d in res.values())
         rep.row(name, wall_s=min(w), runs_per_hour=len(CELLS) / min(w) * 3600, train_s_sum=train, all_s=[round(x, 1) for x in w])
-        rep.check(f"{name}: every cell done once", len(res) == len(CELLS) and all(
-            len((outs[name] / c / "seed0" / "metrics.jsonl").read_text().splitlines()) == epochs for c in res),
-            f"{len(res)}/{len(CELLS)} cells")
+        rep.check(f"{name}: every cell done, each epoch trained once", len(res) == len(CELLS) and all(
+            _epochs(outs[name] / c / "seed0") == list(range(1, len(_epochs(outs[name] / c / "seed0")) + 1))
+            and (len(_epochs(outs[name] / c / "seed0")) == epochs or res[c]["train"]["status"] == "collapsed")
+            for c in res), f"{len(res)}/{len(CELLS)} cells (a collapsed run stops early)")
     one, two = list(contenders)[:2]
     ratio = min(walls[one]) / min(walls[two])
     rep.ratio("runs per hour, --jobs 2 / --jobs 1", ratio, f"({two} vs {one})")

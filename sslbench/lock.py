@@ -54,11 +54,14 @@ LOCK_NAME = ".sslbench.lock"
 #: The lock file of one run directory (not :data:`LOCK_NAME`: :func:`live_locks` looks for output
 #: directories, and a run directory is not one).
 RUN_LOCK_NAME = ".run.lock"
-#: Tries (``_BUSY_WAIT_S`` apart) before a lock is called busy: :func:`live_locks` holds a
-#: shared lock on a file for a few microseconds while it looks, which must not read as a holder.
+#: Tries (``_BUSY_WAIT_S`` apart) before a lock is called busy: :func:`holder_of` holds a probe
+#: lock on a file for a few microseconds while it looks, which must not read as a holder.
 _BUSY_TRIES = 5
 _BUSY_WAIT_S = 0.02
 _BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+#: Longest wait of a shared holder for another shared holder that is alone for a moment
+#: (clearing stale temp files before it shares the lock).
+_SHARED_WAIT_S = 300.0
 
 
 def pid_alive(pid: int) -> bool:
@@ -327,7 +330,8 @@ class RunLock:
         return True
 
     def _write_record(self, fd: int) -> None:
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": self.command}
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": self.command,
+                  "shared": self.shared}
         try:
             os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)  # a file this process just created
             os.fsync(fd)
@@ -347,7 +351,7 @@ class RunLock:
                 continue
             fd, created = opened
             if not _flock(fd, self.path, fcntl.LOCK_EX, self.tries):
-                if self.shared and _flock(fd, self.path, fcntl.LOCK_SH, self.tries):
+                if self.shared and self._share(fd):
                     if _same_file(fd, self.path):
                         return fd  # shared with live holders: their record stays
                     os.close(fd)
@@ -372,6 +376,16 @@ class RunLock:
                 raise output_error(self.path, e, "replace stale lock file") from e
             os.close(fd)
         raise SslbenchError(f"could not lock {self.path}: it keeps being replaced; is another run starting?")
+
+    def _share(self, fd: int) -> bool:
+        """Take ``fd``'s shared flock; wait while the exclusive holder is a shared holder alone for a moment
+        (its record says ``shared``), not while it is an exclusive one (``sslbench eval``)."""
+        deadline = time.monotonic() + _SHARED_WAIT_S
+        while True:
+            if _flock(fd, self.path, fcntl.LOCK_SH, self.tries):
+                return True
+            if not _read_info(fd).get("shared") or time.monotonic() > deadline:
+                return False
 
     def share(self) -> None:
         """Turn an exclusive hold of a ``shared`` lock into a shared one (after the work that needed

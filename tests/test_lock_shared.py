@@ -97,3 +97,17 @@ def test_a_running_entry_is_marked_killed_only_when_its_process_is_gone(tmp_path
     assert statuses == ["killed", "running", "running", "running"]  # a live pid, another host: left alone
     Manifest(tmp_path, RunConfig(), versions={}).start(alone=True)  # alone on --out: every running one is dead
     assert [h["status"] for h in read_manifest(tmp_path)["invocations"]] == ["killed"] * 4 + ["running"]
+
+
+def test_a_second_run_waits_while_the_first_is_alone_for_a_moment(tmp_path):
+    import threading
+    import time
+
+    first = RunLock(tmp_path, shared=True)
+    assert first.try_acquire() and first.alone  # exclusive while it clears stale temp files
+    threading.Timer(0.5, first.share).start()
+    t0 = time.monotonic()
+    second = RunLock(tmp_path, shared=True)
+    assert second.try_acquire() and not second.alone and time.monotonic() - t0 >= 0.4
+    first.release()
+    second.release()
