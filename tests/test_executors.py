@@ -56,8 +56,8 @@ def reference(config, tmp_path_factory, cli_session) -> Path:
 
 
 def assert_same_cells(ref: Path, out: Path, cells=CELLS, finished: bool = True) -> None:
-    """Same metrics, encoders, training logs (timings aside) and weights, one log line per epoch; when
-    ``finished``, no temp file, lock or failure record left anywhere."""
+    """Same metrics, encoders, training logs (timings aside) and weights, one log line per epoch, no temp
+    file; when ``finished``, no lock or failure record left anywhere."""
     for cell in cells:
         a, b = (json.loads((d / cell / "seed0" / "results" / "knn.json").read_text()) for d in (ref, out))
         assert a["metrics"] == b["metrics"] and a["encoder_hash"] == b["encoder_hash"], cell
@@ -69,9 +69,9 @@ def assert_same_cells(ref: Path, out: Path, cells=CELLS, finished: bool = True) 
                [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows[1]], cell
         ca, cb = (torch.load(d / cell / "seed0" / "checkpoint.pt", weights_only=True)["model"] for d in (ref, out))
         assert all(torch.equal(ca[k], cb[k]) for k in ca), cell
-    assert not list(out.rglob("*.sslbench.tmp")) and not list(out.rglob(".run.lock"))
-    assert not (out / ".sslbench.lock").exists()
-    if finished:
+    assert not list(out.rglob("*.sslbench.tmp"))
+    if finished:  # a killed worker leaves its run's lock file (no process holds it: the next claim takes it over)
+        assert not list(out.rglob(".run.lock")) and not (out / ".sslbench.lock").exists()
         assert not list(out.rglob("failure.json"))
 
 
