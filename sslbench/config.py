@@ -57,10 +57,10 @@ from typing import Any
 
 from sslbench.errors import SslbenchError, did_you_mean
 from sslbench.io import read_small_file
+from sslbench.layout import check_path_name
 from sslbench.method import Method, TrainConfig, ViewConfig, derive_variant
 from sslbench.presets import Preset
 from sslbench.registry import registry
-from sslbench.layout import check_path_name
 
 #: Most pretraining epochs a run may ask for: 125x the longest published recipe (800), so
 #: a typo such as ``1e20`` is an error, not a run that never ends.

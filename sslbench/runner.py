@@ -19,7 +19,6 @@ import dataclasses
 import json
 import os
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -324,14 +323,14 @@ def _task_main(payload: WorkerPayload, runs: list[PlannedRun]) -> list[Outcome]:
     ctx = _worker_init(payload)
     describe_task = {"executor": "slurm", "task": job.job_id, "host": socket.gethostname(),
                      "runs": [r.label for r in runs], "threads_per_job": torch.get_num_threads()}
-    with RunLock(ctx.layout.out, shared=True, refuse_nested=False, command=f"submitit task {job.job_id}") as lock:
-        with Manifest(ctx.layout.out, ctx.cfg, execution=describe_task, alone=lock.alone) as manifest:
-            manifest.record_data(ctx.data, ctx.protocols)
-            outcomes = [_worker_attempt(ctx, r) for r in runs]
-            manifest.failures = sum(o.status == "failed" for o in outcomes)
-            error = executors.first_output_error(outcomes)
-            if error is not None:
-                raise error
+    lock = RunLock(ctx.layout.out, shared=True, refuse_nested=False, command=f"submitit task {job.job_id}")
+    with lock, Manifest(ctx.layout.out, ctx.cfg, execution=describe_task, alone=lock.alone) as manifest:
+        manifest.record_data(ctx.data, ctx.protocols)
+        outcomes = [_worker_attempt(ctx, r) for r in runs]
+        manifest.failures = sum(o.status == "failed" for o in outcomes)
+        error = executors.first_output_error(outcomes)
+        if error is not None:
+            raise error
     return outcomes
 
 

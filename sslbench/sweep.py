@@ -35,7 +35,7 @@ from typing import Any
 
 from sslbench.config import MAX_RUNS, RecipeChanges, RunConfig, Sweep
 from sslbench.errors import SslbenchError
-from sslbench.layout import SAFE_NAME, RESERVED_NAMES, check_path_name
+from sslbench.layout import RESERVED_NAMES, SAFE_NAME, check_path_name
 from sslbench.method import Method, derive_variant
 from sslbench.records import SweepInfo
 from sslbench.registry import registry
@@ -137,8 +137,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        text = repr(value)
-        return text[:-2] if text.endswith(".0") else text
+        return repr(value).removesuffix(".0")
     if isinstance(value, list | tuple):
         return "+".join(format_value(v) for v in value)
     return str(value)

@@ -8,7 +8,7 @@ from sslbench.layout import RunLayout
 from sslbench.lock import RUN_LOCK_NAME, RunLock
 from sslbench.manifest import PlanEntry, record_plan
 from sslbench.records import SweepInfo
-from sslbench.status import estimate, states_of, status_report
+from sslbench.status import estimate, states_of
 
 KNN = {"knn": {"version": "1", "params": {"k": 20, "temperature": 0.07}}}
 

@@ -98,8 +98,8 @@ def test_two_grids_never_share_a_name():
 BAD = [
     ('grid = {}', r"c\.toml \[sweeps\.s\]: 'grid' is empty"),
     ('grid = { "loss.var_coeff" = [] }', r"c\.toml \[sweeps\.s\]: grid axis 'loss.var_coeff' must be a non-empty list"),
-    ('grid = { "loss.var_coef" = [1] }', r"unknown loss field of 'vicreg' in .*c\.toml \[sweeps\.s\] grid 'var_coef'; "
-                                         r"did you mean 'var_coeff'"),
+    ('grid = { "loss.var_coef" = [1] }', (r"unknown loss field of 'vicreg' in .*c\.toml \[sweeps\.s\] grid 'var_coef'; "
+                                          r"did you mean 'var_coeff'")),
     ('grid = { "target.tau_base" = [0.9] }', r"c\.toml \[sweeps\.s\]: grid axis 'target.tau_base': 'vicreg' has no target"),
     ('grid = { "heads.pred_hidden" = [8] }', r"unknown head of 'vicreg' in .*c\.toml \[sweeps\.s\] grid 'pred_hidden'"),
     ('grid = { "loss.var_coeff" = ["a"] }', r"c\.toml \[sweeps\.s\] grid axis 'loss.var_coeff': 'var_coeff' must be float, got 'a'"),
