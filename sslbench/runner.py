@@ -358,6 +358,8 @@ def run(cfg: RunConfig, execution: Execution | None = None) -> int:
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise SslbenchError("--device cuda was asked for, but torch sees no CUDA device")
     plan = build_plan(cfg, execution.max_runs)
+    if execution.kind == "slurm" and not execution.dry_run:
+        executors.require_submitit()  # before anything is written
     if execution.dry_run:
         from sslbench.status import plan_report
 

@@ -193,3 +193,21 @@ def test_results_record_their_sweep_and_dry_run_lists_what_is_done_and_the_cost(
     assert lines[4] == "left: 1 runs, 1 pretraining epochs"
     assert lines[5].startswith("estimate at --jobs 2: ") and "measured on 2 run(s)" in lines[5]
     assert not (out / "vv-var_coeff_5").exists()  # a dry run writes nothing
+
+
+def test_slurm_without_submitit_is_one_line_naming_the_extra(tmp_path, cli, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "submitit", None)  # `import submitit` raises ImportError
+    f = _config(tmp_path, SMALL.format(values="[0]"))
+    rc, _, err = cli("run", "--config", str(f), "--out", str(tmp_path / "out"), "--executor", "slurm")
+    assert rc == 2 and err.strip() == "sslbench: error: --executor slurm needs submitit: pip install 'sslbench[slurm]'"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, match", [(["--jobs", "2", "--executor", "sequential"], "--jobs 2 runs local worker processes"),
+                                          (["--jobs", "0"], "argument --jobs: must be an integer in 1..4096, got 0")])
+def test_execution_flags_that_do_not_go_together(tmp_path, cli, flags, match):
+    f = _config(tmp_path, SMALL.format(values="[0]"))
+    rc, _, err = cli("run", "--config", str(f), "--out", str(tmp_path / "out"), *flags)
+    assert rc == 2 and match in err and len(err.strip().splitlines()) == 1
