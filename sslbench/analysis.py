@@ -15,6 +15,10 @@ or more run directories (nothing is re-run):
 3. **Label-free vs labelled.** Spearman rank correlation, across all trained runs,
    of each label-free reading a protocol declares (RankMe, alpha-ReQ, uniformity,
    ...) with each labelled protocol's main metric.
+4. **By coordinate** (with ``group_by``, sweeps only): per sweep and value of the
+   given axes, the runs pooled, each labelled main metric with its 95% CI, the
+   ordered labels' counts and the share of runs that collapsed
+   (:func:`sslbench.leaderboard.coordinate_table`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from scipy import stats
 
 from sslbench.embedding_stats import COLLAPSE_STATUSES, PROBE_WARMUP_STEPS
 from sslbench.io import atomic_write_json, atomic_write_text
+from sslbench.leaderboard import coordinate_table
 from sslbench.layout import RunLayout, RunPaths
 from sslbench.records import ResultRecord
 from sslbench.stats import welch_ci95
@@ -174,16 +179,24 @@ def _md(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     return "\n".join(lines) + "\n"
 
 
-def analyze(dirs: list[Path]) -> dict[str, pd.DataFrame]:
-    """The three analyses over every result under ``dirs``.
+def analyze(dirs: list[Path], group_by: list[str] | None = None, sort_by: str | None = None) -> dict[str, pd.DataFrame]:
+    """The analyses over every result under ``dirs``.
+
+    Args:
+        dirs: Run directories.
+        group_by: Sweep axes for the by-coordinate table (none: no such table).
+        sort_by: An axis or a metric column to order that table by.
 
     Returns:
-        ``{"effects", "collapse", "agreement"}`` tables.
+        ``{"effects", "collapse", "agreement"}`` tables, and ``"by_coordinate"`` with ``group_by``.
     """
     records = [r for d in dirs for r in find_records(d)]
     runs, meta = _runs(records), _Meta(records)
-    return {"effects": variant_effects(runs, meta), "collapse": collapse_table(runs, dirs, meta),
-            "agreement": label_free_agreement(runs, meta)}
+    tables = {"effects": variant_effects(runs, meta), "collapse": collapse_table(runs, dirs, meta),
+              "agreement": label_free_agreement(runs, meta)}
+    if group_by:
+        tables["by_coordinate"] = coordinate_table(records, group_by, sort_by)
+    return tables
 
 
 def to_markdown(tables: dict[str, pd.DataFrame]) -> str:
@@ -195,6 +208,8 @@ def to_markdown(tables: dict[str, pd.DataFrame]) -> str:
         + _md(tables["collapse"])
         + "\n## Label-free vs labelled metrics (Spearman over trained runs)\n\n"
         + _md(tables["agreement"], ".3f")
+        + ("\n## By sweep coordinate (runs pooled per value; 95% t-interval over those runs)\n\n"
+           + _md(tables["by_coordinate"]) if "by_coordinate" in tables else "")
     )
 
 

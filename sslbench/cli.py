@@ -1,4 +1,4 @@
-"""Command line: ``sslbench run | eval | ls | leaderboard | compare | report | analyze``.
+"""Command line: ``sslbench run | eval | ls | leaderboard | compare | report | analyze | status``.
 
 Errors caused by input print one line and exit 2 (``--debug``, before or after the
 command, shows the traceback).
@@ -152,7 +152,8 @@ def _parser(command: str | None = None) -> _Parser:
     r.add_argument("--transfer", help="dataset of few_shot_transfer (default: the preset's; '' for none)")
     r.add_argument("--out", type=_out, help="output directory (default runs)")
     r.add_argument("--device", help="cpu (default) or cuda")
-    r.add_argument("--config", help="TOML config file (preset < file < flags)")
+    r.add_argument("--config", help="TOML config file (preset < file < flags); its [sweeps] tables are grids")
+    _run_execution_arguments(r)
     r.add_argument("--split", choices=("test", "val"),
                    help="score on the test split (default) or on a seeded held-out 20%% of train (val), "
                         "for choosing recipes without looking at test")
@@ -192,6 +193,10 @@ def _parser(command: str | None = None) -> _Parser:
                     help="with md: every column, the floor deltas and the notes (as leaderboard.md)")
     lb.add_argument("--write", help="also write leaderboard.{md,csv,json,html} into this directory")
     lb.add_argument("--split", choices=("test", "val"), default="test", help="which split's results (default test)")
+    _grouping_arguments(lb)
+
+    st = sub.add_parser("status", help="where every planned run of OUT stands (done, running, failed, pending) and an ETA")
+    st.add_argument("out", type=_out, help="output directory of `sslbench run`")
 
     cmp = command_parser("compare", "regression gate: compare CURRENT against BASELINE (exit 0 pass, 1 regression)")
     if command == "compare":
@@ -202,11 +207,60 @@ def _parser(command: str | None = None) -> _Parser:
     rep = command_parser("report", "write one self-contained HTML report (tables, charts, spectra, curves)")
     rep.add_argument("dirs", nargs="+", help="run directories (--out of earlier runs)")
     rep.add_argument("--out", help="HTML file to write (default DIR/report.html)")
+    _grouping_arguments(rep)
 
     an = command_parser("analyze", "variant effects vs seed noise, collapse epochs, label-free vs labelled")
     an.add_argument("dirs", nargs="+", help="run directories (--out of earlier runs)")
     an.add_argument("--write", help="also write analysis.{md,json} into this directory")
+    _grouping_arguments(an)
     return ap
+
+
+def _run_execution_arguments(r: argparse.ArgumentParser) -> None:
+    """``sslbench run``'s flags of how the plan executes (:class:`sslbench.executors.Execution`)."""
+    x = r.add_argument_group("execution (sweeps)")
+    x.add_argument("--jobs", type=_number("jobs"), default=1,
+                   help="worker processes on this machine, one run each at a time (default 1)")
+    x.add_argument("--threads-per-job", type=_number("threads"),
+                   help="torch threads per run (default: cores/--jobs; recorded in each result's run_config)")
+    x.add_argument("--executor", choices=["sequential", "local", "slurm"],
+                   help="where runs go: this process, --jobs local workers, or Slurm job arrays through submitit "
+                        "(default: local when --jobs > 1, else sequential)")
+    x.add_argument("--dry-run", action="store_true", help="list the runs, what is already done and the cost; run nothing")
+    x.add_argument("--max-runs", type=_number("max_runs"), default=None,
+                   help="refuse a plan of more runs than this (default 1000)")
+    s = r.add_argument_group("slurm (--executor slurm; pip install 'sslbench[slurm]')")
+    s.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    s.add_argument("--time", type=_number("count"), dest="time_min", default=240, help="time limit per task, minutes (default 240)")
+    s.add_argument("--cpus-per-task", type=_number("threads"), default=4, help="CPUs per task (default 4)")
+    s.add_argument("--gpus-per-task", type=_number("gpus"), default=0, help="GPUs per task (default 0)")
+    s.add_argument("--mem-gb", type=float, help="memory per task, GB (default: the partition's)")
+    s.add_argument("--array-parallelism", type=_number("count"), default=256,
+                   help="most array tasks running at once (default 256)")
+    s.add_argument("--runs-per-task", type=_number("count"), default=4,
+                   help="runs packed into one array task, run one after another (default 4)")
+    s.add_argument("--submitit-cluster", choices=["slurm", "local"], default="slurm",
+                   help="slurm (default), or local: submitit's local executor (real subprocesses here; for tests)")
+    s.add_argument("--wait", action="store_true", help="wait for every task, then write the leaderboard")
+
+
+def _grouping_arguments(p: argparse.ArgumentParser) -> None:
+    """``--group-by`` and ``--sort-by``: rows per sweep coordinate (:func:`sslbench.leaderboard.build`)."""
+    p.add_argument("--group-by", type=_csv, help="sweep axes to group rows by, e.g. loss.var_coeff or var_coeff,proj_dim "
+                                                 "(each group pools its runs: cells x seeds)")
+    p.add_argument("--sort-by", help="a sweep axis or a metric column to order rows by (axes ascending, "
+                                     "metrics best first)")
+
+
+def _execution(args: argparse.Namespace) -> Any:
+    from sslbench.config import MAX_RUNS
+    from sslbench.executors import Execution, SlurmOptions
+
+    slurm = SlurmOptions(partition=args.partition, time_min=args.time_min, cpus_per_task=args.cpus_per_task,
+                         gpus_per_task=args.gpus_per_task, mem_gb=args.mem_gb, array_parallelism=args.array_parallelism,
+                         runs_per_task=args.runs_per_task, cluster=args.submitit_cluster, wait=args.wait)
+    return Execution(executor=args.executor, jobs=args.jobs, threads_per_job=args.threads_per_job,
+                     max_runs=args.max_runs or MAX_RUNS, dry_run=args.dry_run, slurm=slurm)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -231,7 +285,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "split": args.split,
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
-    failures = run(cfg)
+    execution = _execution(args)
+    failures = run(cfg, execution)
+    if execution.dry_run or (execution.kind == "slurm" and not execution.slurm.wait):
+        return 0  # nothing ran here yet: `sslbench leaderboard OUT --write OUT` once the tasks are done
     _write_leaderboard(cfg.out, cfg.split)
     return 1 if failures else 0
 
@@ -330,7 +387,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
     if args.format not in leaderboard_render.FORMATS:
         raise did_you_mean(args.format, leaderboard_render.FORMATS, "leaderboard format")
-    board = leaderboard.build(load_records(args.dirs, args.split))
+    board = leaderboard.build(load_records(args.dirs, args.split), group_by=args.group_by, sort_by=args.sort_by)
     _warn(board)
     if args.write:
         leaderboard_render.write(board, RunLayout(args.write), args.split)
@@ -354,7 +411,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     for d in dirs:
         if not d.is_dir():
             raise SslbenchError(f"{d} is not a directory")
-    tables = analysis.analyze(dirs)
+    tables = analysis.analyze(dirs, group_by=args.group_by, sort_by=args.sort_by)
     print(analysis.write(tables, Path(args.write)) if args.write else analysis.to_markdown(tables), end="")
     return 0
 
@@ -362,7 +419,14 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from sslbench.report import write_report
 
-    print(write_report(args.dirs, args.out))
+    print(write_report(args.dirs, args.out, group_by=args.group_by, sort_by=args.sort_by))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from sslbench.status import status_report
+
+    print(status_report(args.out), end="")
     return 0
 
 
@@ -387,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.debug = getattr(args, "debug", False)
     handlers = {"run": _cmd_run, "eval": _cmd_eval, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard,
-                "compare": _cmd_compare, "report": _cmd_report, "analyze": _cmd_analyze}
+                "compare": _cmd_compare, "report": _cmd_report, "analyze": _cmd_analyze, "status": _cmd_status}
     try:
         _check_names(args)
         _convert_later(ap.commands[args.command], args)

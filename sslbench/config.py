@@ -27,6 +27,18 @@ TOML layout::
     base = "vicreg"
     summary = "VICReg with twice the covariance weight"
     loss = { cov_coeff = 2.0 }   # BYOL's EMA rates: target = { tau_base = 0.9 }
+
+    [sweeps.vicreg_var]        # a grid: every combination of the axes' values, each a run per seed
+    base = "vicreg"
+    grid = { "loss.var_coeff" = [0, 1, 5, 25], "heads.proj_dim" = [64, 256, 1024] }
+    seeds = [0, 1, 2, 3, 4]    # default: [run] seeds
+
+A grid axis is ``<section>.<field>``: a loss field (``loss.``), a target-update
+field (``target.``, BYOL's EMA rates), a :class:`~sslbench.method.TrainConfig`
+field (``train.``), a head size of the base (``heads.``) or a
+:class:`~sslbench.method.ViewConfig` field changed in both views (``views.``).
+A file with ``[sweeps]`` runs its sweeps, and ``[run] methods`` (none by
+default then) beside them; :mod:`sslbench.sweep` expands them into runs.
 """
 
 from __future__ import annotations
@@ -43,13 +55,12 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
-from sslbench.method import ViewConfig
 from sslbench.errors import SslbenchError, did_you_mean
 from sslbench.io import read_small_file
-from sslbench.method import Method, TrainConfig, derive_variant
+from sslbench.layout import check_path_name
+from sslbench.method import Method, TrainConfig, ViewConfig, derive_variant
 from sslbench.presets import Preset
 from sslbench.registry import registry
-from sslbench.layout import check_path_name
 
 #: Most pretraining epochs a run may ask for: 125x the longest published recipe (800), so
 #: a typo such as ``1e20`` is an error, not a run that never ends.
@@ -136,7 +147,10 @@ SEED = Bound(0, MAX_SEED, integer=True)
 PROBABILITY = Bound(0.0, 1.0)
 HEAD = Bound(1, MAX_HEAD, integer=True)
 #: Bounds of every numeric :class:`RunConfig` field.
-RUN_RULES: dict[str, Rule] = {"epochs": EPOCHS, "width": Bound(1, MAX_WIDTH, integer=True), "seeds": Each(SEED)}
+#: Most torch threads per run (``--threads-per-job``, ``[run] threads``).
+MAX_THREADS = 4096
+RUN_RULES: dict[str, Rule] = {"epochs": EPOCHS, "width": Bound(1, MAX_WIDTH, integer=True), "seeds": Each(SEED),
+                              "threads": Bound(1, MAX_THREADS, integer=True)}
 #: Bounds of every numeric :class:`~sslbench.method.TrainConfig` field. A batch (and the probe
 #: batch) needs two images: batch norm and the variance terms are undefined on one.
 TRAIN_RULES: dict[str, Rule] = {
@@ -164,8 +178,13 @@ VIEW_RULES: dict[str, Rule] = {
     "blur_sigma": Pair(Bound(0.0, lo_open=True)),
     "solarize_p": PROBABILITY,
 }
+#: Most runs one ``sslbench run`` plans by default (``--max-runs``): a grid typo such as a
+#: 100-value axis stops before it submits thousands of runs.
+MAX_RUNS = 1000
 #: Bounds of the numbers the command line takes (``sslbench run --epochs``, ``eval --width --seed``).
-FLAG_RULES: dict[str, Rule] = {**RUN_RULES, "seed": SEED}
+FLAG_RULES: dict[str, Rule] = {**RUN_RULES, "seed": SEED, "jobs": Bound(1, MAX_THREADS, integer=True),
+                               "max_runs": Bound(1, 10**7, integer=True), "count": Bound(1, 10**6, integer=True),
+                               "gpus": Bound(0, 1024, integer=True)}
 
 
 def check_values(rules: dict[str, Rule], values: dict[str, Any], where: str) -> None:
@@ -208,6 +227,55 @@ def _check_out(out: Any, where: str) -> None:
         raise SslbenchError(f"{where}: 'out' must not be empty (that would be the current directory); give a directory")
 
 
+#: Sections a grid axis may change, and what each names: the loss config, the target update
+#: (BYOL's EMA), the training recipe, a head size, or both views.
+AXIS_SECTIONS = ("loss", "target", "train", "heads", "views")
+
+
+@dataclass(frozen=True)
+class RecipeChanges:
+    """Changes to a method's resolved recipe that win over every other source (a sweep cell's coordinates).
+
+    Attributes:
+        train: :class:`~sslbench.method.TrainConfig` fields.
+        heads: Head sizes.
+        views: :class:`~sslbench.method.ViewConfig` fields, changed in both views.
+    """
+
+    train: dict[str, Any] = field(default_factory=dict)
+    heads: dict[str, int] = field(default_factory=dict)
+    views: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A declared grid (``[sweeps.<name>]``): a base method and the values of each axis.
+
+    Attributes:
+        name: The sweep's name; its cells' names start with it.
+        base: The method (or variant) every cell changes.
+        axes: ``<section>.<field>`` per axis (:data:`AXIS_SECTIONS`), in declaration order.
+        values: The values of each axis, checked and converted (floats for float fields,
+            tuples for ``[lo, hi]`` view fields), in declaration order.
+        seeds: The seeds of every cell (``None``: the run's seeds).
+        summary: One line for listings.
+        source: Where it was declared (``<file> [sweeps.<name>]``), for messages.
+    """
+
+    name: str
+    base: str
+    axes: tuple[str, ...]
+    values: tuple[tuple[Any, ...], ...]
+    seeds: tuple[int, ...] | None = None
+    summary: str = ""
+    source: str = ""
+
+    @property
+    def size(self) -> int:
+        """The number of cells (the product of the axes' lengths)."""
+        return math.prod(len(v) for v in self.values)
+
+
 @dataclass
 class RunConfig:
     """Everything ``sslbench run`` needs; ``None`` fields come from the preset.
@@ -237,6 +305,9 @@ class RunConfig:
         protocol_params: Per-protocol parameters (``[protocols.NAME]``).
         split: What the protocols score on: ``test``, or ``val`` (a seeded held-out part
             of train, :mod:`sslbench.splits`) for choosing recipes without the test split.
+        sweeps: Declared grids by name (``[sweeps.NAME]``); every one runs.
+        threads: torch threads per run (default: torch's own; ``--jobs`` sets cores/jobs);
+            recorded in every result's ``run_config``.
     """
 
     methods: list[str] = field(default_factory=lambda: ["simsiam", "vicreg_mod"])
@@ -259,6 +330,8 @@ class RunConfig:
     heads: dict[str, int | dict[str, int]] = field(default_factory=dict)
     protocol_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     split: Literal["test", "val"] = "test"
+    sweeps: dict[str, Sweep] = field(default_factory=dict)
+    threads: int | None = None
 
     def preset_obj(self) -> Preset:
         """The :class:`Preset` named by ``preset``."""
@@ -294,7 +367,9 @@ class RunConfig:
             raise SslbenchError(f"device must be 'cpu' or 'cuda', got {r.device!r}")
         if not r.seeds:
             raise SslbenchError("at least one seed is needed")
-        trained = [m for m in map(registry("methods").get, r.methods) if m.encoder == "trained"]
+        r.sweeps = {name: check_sweep(sweep) for name, sweep in r.sweeps.items()}
+        bases = [s.base for s in r.sweeps.values()]
+        trained = [m for m in map(registry("methods").get, r.methods + bases) if m.encoder == "trained"]
         head_names = {k for m in trained for k in m.resolve(r.preset)[1]}
         for key, value in r.train.items():
             if isinstance(value, dict):
@@ -333,27 +408,37 @@ class RunConfig:
         for key, value in self.heads.items():
             sizes = value if isinstance(value, dict) else {key: value}
             check_values(dict.fromkeys(sizes, HEAD), sizes, f"RunConfig.heads[{key!r}]" if isinstance(value, dict) else "RunConfig.heads")
+        for sweep in self.sweeps.values():
+            check_sweep(sweep)
 
-    def check_recipe(self, method: Method) -> None:
-        """Check the numbers of ``method``'s resolved recipe (its own defaults, the preset's and the user's).
+    def check_recipe(self, method: Method, changes: RecipeChanges | None = None) -> None:
+        """Check the numbers of ``method``'s resolved recipe (its own defaults, the preset's, the user's
+        and ``changes``).
 
         Raises:
             SslbenchError: naming the method, the preset and the field.
         """
-        train, heads, views = self.recipe(method)
+        train, heads, views = self.recipe(method, changes)
         where = f"{method.name!r} at preset {self.preset!r}"
         check_values(TRAIN_RULES, dataclasses.asdict(train), f"{where} [train]")
         check_values(dict.fromkeys(heads, HEAD), heads, f"{where} [heads]")
         for i, view in enumerate(views, 1):
             check_values(VIEW_RULES, dataclasses.asdict(view), f"{where} view {i}")
 
-    def recipe(self, method: Method) -> tuple[TrainConfig, dict[str, int], tuple[ViewConfig, ViewConfig]]:
+    def recipe(self, method: Method, changes: RecipeChanges | None = None
+               ) -> tuple[TrainConfig, dict[str, int], tuple[ViewConfig, ViewConfig]]:
         """``(train config, head sizes, views)`` of ``method`` in this run: the method's
-        preset defaults with the preset's and this config's changes on top."""
+        preset defaults with the preset's and this config's changes on top, then ``changes``
+        (a sweep cell's coordinates) over everything."""
         train, heads = method.resolve(
             self.preset, self.train_overrides(method), _for_method(self.heads, method), self.preset_obj().epochs
         )
-        return train, heads, method.resolve_views(self.preset, self.preset_obj().views, self.views)
+        views = method.resolve_views(self.preset, self.preset_obj().views, self.views)
+        if changes is not None:
+            train = dataclasses.replace(train, **changes.train)
+            heads = {**heads, **{k: v for k, v in changes.heads.items() if k in heads}}
+            views = (dataclasses.replace(views[0], **changes.views), dataclasses.replace(views[1], **changes.views))
+        return train, heads, views
 
     def train_overrides(self, method: Method | None = None) -> dict[str, Any]:
         """TrainConfig fields to apply on top of ``method``'s preset defaults (the
@@ -439,8 +524,8 @@ def check_fields(cls: type, values: dict[str, Any], where: str) -> dict[str, Any
     return out
 
 
-_RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)} - {"train", "views", "heads", "protocol_params"}
-_TABLES = ["run", "train", "views", "heads", "protocols", "variants"]
+_RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)} - {"train", "views", "heads", "protocol_params", "sweeps"}
+_TABLES = ["run", "train", "views", "heads", "protocols", "variants", "sweeps"]
 
 
 def _table(value: Any, where: str) -> dict[str, Any]:
@@ -484,6 +569,120 @@ def _register_variant(name: str, spec: Any, where: str) -> None:
             return  # the same file loaded twice
         raise SslbenchError(f"{where}: variant name {name!r} is already a registered method")
     methods.register(name, variant, source=where)
+
+
+def _axis_rules(base: Method, axis: str, where: str) -> tuple[type | None, str, dict[str, Rule]]:
+    """What a grid axis names: ``(dataclass its field belongs to, field, bounds)``; heads have no dataclass.
+
+    Raises:
+        SslbenchError: for a malformed axis, a section the base has none of (``target`` on a method
+            without a momentum target), or a field the base does not have.
+    """
+    section, dot, name = axis.partition(".")
+    if not dot or not name or section not in AXIS_SECTIONS:
+        raise SslbenchError(f"{where}: grid axis {axis!r} must be '<section>.<field>' with section one of "
+                            f"{', '.join(AXIS_SECTIONS)} (e.g. 'loss.var_coeff', 'heads.proj_dim')")
+    if section in ("loss", "target"):
+        cfg = base.loss if section == "loss" else base.target
+        if cfg is None:
+            raise SslbenchError(f"{where}: grid axis {axis!r}: {base.name!r} has no {section} to change")
+        known = {f.name for f in dataclasses.fields(cfg)}
+        if name not in known:
+            raise did_you_mean(name, known, f"{section} field of {base.name!r} in {where} grid")
+        return type(cfg), name, {}
+    if section == "heads":
+        known = set(base.heads) | {h for over in base.presets.values() for h in (over.get("heads") or {})}
+        if name not in known:
+            raise did_you_mean(name, known, f"head of {base.name!r} in {where} grid")
+        return None, name, {name: HEAD}
+    cls, rules = (TrainConfig, TRAIN_RULES) if section == "train" else (ViewConfig, VIEW_RULES)
+    if name not in {f.name for f in dataclasses.fields(cls)}:
+        raise did_you_mean(name, {f.name for f in dataclasses.fields(cls)}, f"{section} field in {where} grid")
+    return cls, name, rules
+
+
+def _axis_value(cls: type | None, name: str, rules: dict[str, Rule], value: Any, where: str) -> Any:
+    """One value of a grid axis, type- and range-checked and converted (floats, ``(lo, hi)`` tuples)."""
+    if cls is None:
+        if not _type_ok(value, int):
+            raise SslbenchError(f"{where}: {name!r} must be int, got {value!r} ({type(value).__name__})")
+    else:
+        value = check_fields(cls, {name: value}, where)[name]
+    check_values(rules, {name: value}, where)
+    return tuple(float(x) for x in value) if isinstance(value, list | tuple) else value
+
+
+def check_sweep(sweep: Sweep) -> Sweep:
+    """Check a declared sweep and return it with its values converted.
+
+    Raises:
+        SslbenchError: naming the sweep (and its file) for a bad name, a base that is not a
+            trained method, an empty grid or axis, an axis the base does not have, a value
+            of the wrong type or out of range, a value listed twice, or bad seeds.
+    """
+    where = sweep.source or f"sweep {sweep.name!r}"
+    check_path_name(sweep.name, f"{where}: sweep name")
+    base: Method = registry("methods").get(sweep.base)
+    if base.encoder != "trained":
+        raise SslbenchError(f"{where}: 'base' must be a trained method; {sweep.base!r} is a floor")
+    if not sweep.axes:
+        raise SslbenchError(f"{where}: 'grid' is empty; give at least one axis and its values, "
+                            'e.g. grid = { "loss.var_coeff" = [0, 1, 5] }')
+    if len(sweep.values) != len(sweep.axes):
+        raise SslbenchError(f"{where}: {len(sweep.axes)} axes but {len(sweep.values)} value lists")
+    values = []
+    for axis, vals in zip(sweep.axes, sweep.values):
+        cls, name, rules = _axis_rules(base, axis, where)
+        if not isinstance(vals, list | tuple) or not vals:
+            raise SslbenchError(f"{where}: grid axis {axis!r} must be a non-empty list of values, got {vals!r}")
+        checked = tuple(_axis_value(cls, name, rules, v, f"{where} grid axis {axis!r}") for v in vals)
+        dup = next((v for i, v in enumerate(checked) if v in checked[:i]), None)
+        if dup is not None:
+            raise SslbenchError(f"{where}: grid axis {axis!r} lists {dup!r} twice")
+        values.append(checked)
+    seeds = sweep.seeds
+    if seeds is not None:
+        if not isinstance(seeds, list | tuple) or not seeds:
+            raise SslbenchError(f"{where}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
+        check_values({"seeds": Each(SEED)}, {"seeds": list(seeds)}, where)
+        if len(set(seeds)) != len(seeds):
+            raise SslbenchError(f"{where}: 'seeds' lists a seed twice: {list(seeds)}")
+        seeds = tuple(seeds)
+    return dataclasses.replace(sweep, axes=tuple(sweep.axes), values=tuple(values), seeds=seeds)
+
+
+def _flat_grid(grid: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"loss": {"var_coeff": [...]}}`` (TOML's dotted keys) as ``{"loss.var_coeff": [...]}``."""
+    out: dict[str, Any] = {}
+    for key, value in grid.items():
+        if isinstance(value, dict):
+            out.update(_flat_grid(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+_SWEEP_KEYS = ("base", "summary", "grid", "seeds")
+
+
+def _sweep_table(name: str, spec: Any, where: str) -> Sweep:
+    """The checked :class:`Sweep` of one ``[sweeps.<name>]`` table."""
+    spec = dict(_table(spec, where))
+    unknown = next((k for k in spec if k not in _SWEEP_KEYS), None)
+    if unknown is not None:
+        raise SslbenchError(str(did_you_mean(unknown, _SWEEP_KEYS, f"key in {where}")))
+    base = spec.get("base")
+    if not isinstance(base, str):
+        raise SslbenchError(f"{where}: a sweep needs 'base' (the method its cells change), a method name")
+    summary = spec.get("summary", f"{base} over a grid")
+    if not isinstance(summary, str):
+        raise SslbenchError(f"{where}: 'summary' must be a string, got {summary!r}")
+    grid = _flat_grid(_table(spec.get("grid", {}), f"{where}: 'grid'"))
+    seeds = spec.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not all(_type_ok(x, int) for x in seeds)):
+        raise SslbenchError(f"{where}: 'seeds' must be a list of integers, got {seeds!r}")
+    return check_sweep(Sweep(name, base, tuple(grid), tuple(grid.values()), None if seeds is None else tuple(seeds),
+                             summary, where))
 
 
 def _variant_order(variants: dict[str, Any], where: str) -> list[str]:
@@ -583,6 +782,10 @@ def load_toml(path: str | Path, cfg: RunConfig | None = None) -> RunConfig:
     check_values(VIEW_RULES, views, f"{path} [views]")
     views = {k: tuple(float(x) for x in v) if isinstance(v, list | tuple) else v for k, v in views.items()}
     heads = _heads_table(doc, path)
+    sweeps = {name: _sweep_table(name, spec, f"{path} [sweeps.{_toml_key(name)}]")
+              for name, spec in _table(doc.get("sweeps", {}), f"{path} [sweeps]").items()}
+    if sweeps and "methods" not in values:
+        values["methods"] = []  # a file of sweeps runs its sweeps; [run] methods adds plain methods
     params = dict(cfg.protocol_params)
     for pname, pvalues in _table(doc.get("protocols", {}), f"{path} [protocols]").items():
         cls = registry("protocols").get(pname)
@@ -590,5 +793,5 @@ def load_toml(path: str | Path, cfg: RunConfig | None = None) -> RunConfig:
         params[pname] = {**params.get(pname, {}), **check_fields(cls, _table(pvalues, where), where)}
     return dataclasses.replace(
         cfg, **values, train={**cfg.train, **train}, views={**cfg.views, **views}, heads={**cfg.heads, **heads},
-        protocol_params=params,
+        protocol_params=params, sweeps={**cfg.sweeps, **sweeps},
     )

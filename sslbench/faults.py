@@ -18,15 +18,42 @@ as ``docker stop``, Slurm's preemption or Ctrl-C do.
 ``SSLBENCH_FAULT=enospc:<file name>`` (or plain ``enospc`` for every file) makes the
 atomic write of that file fail halfway with ``OSError(ENOSPC)``, as a disk that
 fills up while writing does.
+
+Either form may end in ``@<method>/seed<k>`` (``after_step:5@vicreg/seed1``): it then
+fires only while that run is the one being worked on (:func:`in_run`), so a test
+can kill one worker of a sweep, or fill the disk under one run, and no other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
+from collections.abc import Iterator
 
 ENV = "SSLBENCH_FAULT"
+_current_run: str | None = None
+
+
+@contextlib.contextmanager
+def in_run(label: str) -> Iterator[None]:
+    """Mark ``label`` (``<method>/seed<k>``) as the run being worked on, for faults scoped to it."""
+    global _current_run
+    before, _current_run = _current_run, label
+    try:
+        yield
+    finally:
+        _current_run = before
+
+
+def _fault() -> str | None:
+    """The fault named by ``SSLBENCH_FAULT`` that applies now (its run scope removed), if any."""
+    fault = os.environ.get(ENV)
+    if fault is None or "@" not in fault:
+        return fault
+    point, _, run = fault.rpartition("@")
+    return point if run == _current_run else None
 
 
 def maybe_fault(point: str) -> None:
@@ -35,7 +62,7 @@ def maybe_fault(point: str) -> None:
     Args:
         point: The point reached, e.g. ``"after_epoch:2"``.
     """
-    fault = os.environ.get(ENV)
+    fault = _fault()
     if fault == point:
         os.kill(os.getpid(), signal.SIGKILL)
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -45,7 +72,7 @@ def maybe_fault(point: str) -> None:
 
 def disk_full(file_name: str) -> bool:
     """Whether the write of ``file_name`` should fail with ENOSPC (``enospc`` or ``enospc:<file_name>``)."""
-    fault = os.environ.get(ENV)
+    fault = _fault()
     return fault == "enospc" or fault == f"enospc:{file_name}"
 
 

@@ -197,6 +197,20 @@ def remove_stale_temp_files(root: str | Path) -> list[Path]:
     return sorted(removed)
 
 
+def remove_stale_temp_files_in(directory: str | Path) -> list[Path]:
+    """Delete the temp files (:data:`TEMP_NAME`) of killed writes in one run directory and below it.
+
+    Call it only while holding that run directory's lock (:data:`sslbench.lock.RUN_LOCK_NAME`):
+    nobody else writes there then, while other workers write elsewhere under ``--out``.
+
+    Returns:
+        The paths removed.
+    """
+    removed: list[Path] = []
+    _sweep_dir(Path(directory), True, removed)
+    return sorted(removed)
+
+
 def read_small_file(path: str | Path, what: str, limit: int = MAX_SMALL_FILE_BYTES) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes, with one-line errors.
 

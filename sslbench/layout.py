@@ -9,8 +9,12 @@
     <out>/<method>/seed<k>/results/<protocol>.json  one result record per protocol (test split)
     <out>/<method>/seed<k>/results/<protocol>.artifacts.npz
     <out>/<method>/seed<k>/results/val/<protocol>.json   the same, scored on the validation split
+    <out>/<method>/seed<k>/failure.json             why the run's last attempt failed (removed when it succeeds)
+    <out>/<method>/seed<k>/.run.lock                held while a worker trains or scores the run
     <out>/cache/features/<key>/                     cached features
-    <out>/manifest.json, <out>/.sslbench.lock
+    <out>/manifest.json, <out>/.manifest.lock, <out>/.sslbench.lock
+    <out>/plan.json                                 every run planned on this directory (``sslbench status``)
+    <out>/.submitit/                                submitit's job files and logs (``--executor slurm``)
     <out>/leaderboard.{md,csv,json,html} (leaderboard.val.* for --split val), report.html, analysis.{md,json}
 
 Nothing else builds these paths: commands, readers and tests ask a
@@ -24,12 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sslbench.errors import SslbenchError
+from sslbench.lock import RUN_LOCK_NAME
 
 #: A name that becomes one path component under ``--out``: no separators, no ``.``/``..``,
 #: no hidden files.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 #: Names taken by sslbench's own entries under ``--out``.
-RESERVED_NAMES = frozenset({"cache", "manifest.json", "report.html", "analysis.md", "analysis.json",
+RESERVED_NAMES = frozenset({"cache", "manifest.json", "plan.json", "report.html", "analysis.md", "analysis.json",
                             *(f"leaderboard{s}.{ext}" for s in ("", ".val") for ext in ("md", "csv", "json", "html"))})
 _SEED_DIR = re.compile(r"seed(\d+)")
 
@@ -53,7 +58,7 @@ def check_path_name(name: object, what: str) -> str:
         raise SslbenchError(
             f"{what} {name!r} cannot be used: it names a directory under --out, so it must be 1-128 "
             "letters, digits, '.', '_', '+' or '-', start with a letter or digit, and not be one of "
-            "sslbench's own entries there (cache, manifest.json, leaderboard.*, report.html, analysis.*); rename it"
+            "sslbench's own entries there (cache, manifest.json, plan.json, leaderboard.*, report.html, analysis.*); rename it"
         )
     return name
 
@@ -96,6 +101,16 @@ class RunPaths:
     def train_status(self) -> Path:
         """How training stopped early (diverged or collapsed), when it did."""
         return self.dir / "train_status.json"
+
+    @property
+    def failure(self) -> Path:
+        """Why the run's last attempt failed (:mod:`sslbench.status` reads it)."""
+        return self.dir / "failure.json"
+
+    @property
+    def lock(self) -> Path:
+        """The run lock (:mod:`sslbench.lock`), held while a worker trains or scores the run."""
+        return self.dir / RUN_LOCK_NAME
 
     @property
     def results_dir(self) -> Path:
@@ -179,6 +194,21 @@ class RunLayout:
     def lock(self) -> Path:
         """The lock file of the output directory (:mod:`sslbench.lock`)."""
         return self.out / ".sslbench.lock"
+
+    @property
+    def manifest_lock(self) -> Path:
+        """The lock of the manifest's and the plan's read-modify-write (:func:`sslbench.lock.locked_file`)."""
+        return self.out / ".manifest.lock"
+
+    @property
+    def plan(self) -> Path:
+        """Every run planned on this directory, with what makes it current (:mod:`sslbench.manifest`)."""
+        return self.out / "plan.json"
+
+    @property
+    def submitit(self) -> Path:
+        """submitit's job files and logs (``sslbench run --executor slurm``)."""
+        return self.out / ".submitit"
 
     def leaderboard(self, ext: str, split: str = "test") -> Path:
         """``leaderboard.<ext>`` (``leaderboard.val.<ext>`` for the validation split)."""

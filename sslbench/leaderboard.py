@@ -22,6 +22,14 @@ Floor deltas: for each floor row present (``random_init``, ``raw_pixels``) and
 each main metric, ``<protocol>.<metric>_vs_<floor>`` is ``row - floor`` (a
 plain difference: positive is better for a ``higher`` metric).
 
+Sweeps: rows of sweep cells carry a ``sweep`` column and one column per grid
+axis (``loss.var_coeff``, ...), from the ``sweep`` block of their records.
+``group_by`` (``--group-by loss.var_coeff`` or the field name alone) makes one
+row per sweep and value of those axes, pooling its runs (every cell of that
+value, times its seeds: ``n_runs``); means and CIs are then over those runs.
+Other rows stay one per method. ``sort_by`` orders rows by an axis (ascending)
+or a metric column (best first) instead of the rank.
+
 This module aggregates; :mod:`sslbench.leaderboard_render` writes the result as
 md, csv, json and html. Everything it knows about a protocol comes from the
 metric metadata recorded with the results, so a plugin protocol with an ordered
@@ -37,6 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sslbench.errors import SslbenchError, did_you_mean
 from sslbench.records import NOT_APPLICABLE, TRAIN_STATUSES, UNTRAINED_STATUSES, ResultRecord, is_number
 from sslbench.stats import t_ci95
 
@@ -68,6 +77,8 @@ class Leaderboard:
         tolerances: Column pattern -> default compare tolerance.
         measured: ``(method, column)`` pairs some result reported a number for, NaN
             included: a NaN cell is a reading that failed, not a metric never measured.
+        axes: Sweep axis columns present (``loss.var_coeff``, ...), in first-seen order.
+        group_by: The axes rows are grouped by (``[]``: one row per method).
     """
 
     table: pd.DataFrame
@@ -82,6 +93,8 @@ class Leaderboard:
     labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
     tolerances: dict[str, str] = field(default_factory=dict)
     measured: set[tuple[str, str]] = field(default_factory=set)
+    axes: list[str] = field(default_factory=list)
+    group_by: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -118,7 +131,7 @@ class _Collected:
     """What :func:`build` gathers from the result records before aggregating."""
 
     def __init__(self) -> None:
-        self.values: dict[str, dict[str, dict[int, float]]] = {}  # method -> column -> seed -> value
+        self.values: dict[str, dict[str, dict[tuple[str, int], float]]] = {}  # row -> column -> run -> value
         self.labels: dict[str, dict[str, set[str]]] = {}
         self.info: dict[str, dict[str, Any]] = {}
         self.settings: dict[str, dict[str, Any]] = {}
@@ -133,11 +146,14 @@ class _Collected:
         self.fingerprints: set[str] = set()
         self.seen: set[tuple[str, int, str]] = set()
         self.duplicates: set[tuple[str, int, str]] = set()
+        self.coords: dict[str, dict[str, Any]] = {}  # row -> sweep and axis columns
+        self.axes: dict[str, None] = {}
 
-    def add(self, r: ResultRecord) -> None:
-        """Gather one record."""
-        m, seed, p = r.run.method, r.run.seed, r.protocol
-        key = (m, seed, p.name)
+    def add(self, r: ResultRecord, row: str, coords: dict[str, Any]) -> None:
+        """Gather one record into ``row`` (its method, or its group) with that row's sweep columns."""
+        m, seed, p = row, r.run.seed, r.protocol
+        run = (r.run.method, seed)
+        key = (r.run.method, seed, p.name)
         (self.duplicates if key in self.seen else self.seen).add(key)
         self.settings[p.name] = p.params
         self.versions.setdefault(p.name, set()).add(str(p.version))
@@ -157,21 +173,28 @@ class _Collected:
         cols = self.values.setdefault(m, {})
         for k, v in r.metrics.items():
             if is_number(v):
-                cols.setdefault(f"{p.name}.{k}", {})[seed] = float(v)
+                cols.setdefault(f"{p.name}.{k}", {})[run] = float(v)
             else:
                 self.labels.setdefault(m, {}).setdefault(f"{p.name}.{k}", set()).add(str(v))
-        i = self.info.setdefault(m, {"seeds": set(), "status": set(), "train_s": {}})
+        i = self.info.setdefault(m, {"seeds": set(), "runs": set(), "status": set(), "train_s": {}})
         i["seeds"].add(seed)
+        i["runs"].add(run)
         i["status"].add(r.run.train.status)
-        i["train_s"][seed] = r.timings.train_s
+        i["train_s"][run] = r.timings.train_s
         i["floor"] = r.run.is_floor
+        if coords:
+            self.coords[m] = coords
+            self.axes.update(dict.fromkeys(k for k in coords if k != "sweep"))
 
 
-def _rows(c: _Collected) -> list[dict[str, Any]]:
+def _rows(c: _Collected, grouped: bool) -> list[dict[str, Any]]:
     rows = []
     for m, cols in c.values.items():
         i = c.info[m]
         row: dict[str, Any] = {"method": m, "floor": i["floor"], "n_seeds": len(i["seeds"])}
+        if grouped:
+            row["n_runs"] = len(i["runs"])
+        row.update(c.coords.get(m, {}))
         row[TRAIN_LABEL] = "/".join(sorted(i["status"]))
         row["train.minutes"] = round(float(np.mean(list(i["train_s"].values()))) / 60, 2)
         for col, by_seed in sorted(cols.items()):
@@ -253,20 +276,107 @@ def _notes(c: _Collected, main: list[str]) -> list[str]:
     return notes
 
 
-def build(records: list[ResultRecord]) -> Leaderboard:
+def sweep_axes(records: list[ResultRecord]) -> list[str]:
+    """Every sweep axis the records' coordinates name, in first-seen order."""
+    return list(dict.fromkeys(k for r in records if r.run.sweep is not None for k in r.run.sweep.coordinates))
+
+
+def resolve_axis(name: str, known: list[str]) -> str:
+    """The axis ``name`` means: an exact axis (``loss.var_coeff``) or the one axis of that field name (``var_coeff``).
+
+    Raises:
+        SslbenchError: when no record belongs to a sweep, the name is ambiguous, or no axis has it.
+    """
+    if not known:
+        raise SslbenchError(f"no result belongs to a sweep, so there is no axis {name!r} to group or sort by "
+                            "(a sweep cell's records carry its coordinates)")
+    if name in known:
+        return name
+    matches = [a for a in known if a.partition(".")[2] == name]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise SslbenchError(f"axis {name!r} is ambiguous: it may be {' or '.join(map(repr, matches))}; give one of them")
+    raise did_you_mean(name, known, "sweep axis")
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, list | tuple):
+        return "+".join(map(_value_text, v))
+    return str(v)
+
+
+def _row_of(r: ResultRecord, group_by: list[str]) -> tuple[str, dict[str, Any]]:
+    """The row of a record (its method, or its sweep's group of ``group_by`` values) and that row's sweep columns."""
+    sw = r.run.sweep
+    if sw is None:
+        return r.run.method, {}
+    picked = {a: sw.coordinates[a] for a in group_by if a in sw.coordinates}
+    if not picked:
+        return r.run.method, {"sweep": sw.name, **sw.coordinates}
+    label = f"{sw.name}[" + ", ".join(f"{a.partition('.')[2]}={_value_text(v)}" for a, v in picked.items()) + "]"
+    return label, {"sweep": sw.name, **picked}
+
+
+def _sort_key(v: Any) -> tuple[int, Any]:
+    """Missing values last; numbers, strings and pairs each in their own order."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return (3, 0)
+    if isinstance(v, list | tuple):
+        return (1, tuple(v))
+    return (0, v) if is_number(v) else (2, str(v))
+
+
+def _order(table: pd.DataFrame, keys: list[tuple[str, bool]]) -> pd.DataFrame:
+    """``table`` sorted on ``(column, descending)`` keys, floors last, missing values last."""
+    def key(i: int) -> tuple:
+        row = table.iloc[i]
+        out: list[Any] = [bool(row["floor"])]
+        for col, desc in keys:
+            kind, v = _sort_key(row.get(col))
+            out.append((kind, -v if desc and kind == 0 else v))
+        return tuple(out)
+
+    return table.iloc[sorted(range(len(table)), key=key)].reset_index(drop=True)
+
+
+def _sorted(table: pd.DataFrame, c: _Collected, group_by: list[str], sort_by: str | None) -> pd.DataFrame:
+    """The table in rank order, or by the group's axes, or by ``sort_by`` (an axis or a metric column)."""
+    if sort_by is None and not group_by:
+        return table.sort_values(["floor", "rank", "method"], kind="stable").reset_index(drop=True)
+    if sort_by is None:
+        return _order(table, [("sweep", False), *((a, False) for a in group_by), ("rank", False), ("method", False)])
+    if sort_by in table.columns and sort_by not in c.axes:
+        return _order(table, [(sort_by, c.directions.get(sort_by) == "higher"), ("method", False)])
+    axis = resolve_axis(sort_by, list(c.axes))
+    return _order(table, [(axis, False), ("rank", False), ("method", False)])
+
+
+def build(records: list[ResultRecord], group_by: list[str] | None = None, sort_by: str | None = None) -> Leaderboard:
     """Aggregate result records into the leaderboard.
 
     Args:
         records: Result records, from one or several run directories.
+        group_by: Sweep axes to group sweep rows by (module docstring); field names alone
+            are accepted where they are unambiguous.
+        sort_by: A sweep axis or a metric column to order the rows by.
 
     Returns:
-        The :class:`Leaderboard`: one row per method, trained methods first in rank
-        order, floors last, with its notes and column metadata.
+        The :class:`Leaderboard`: one row per method (or group), trained methods first in
+        rank order (or in the order asked), floors last, with its notes and column metadata.
+
+    Raises:
+        SslbenchError: for an axis no record has, or a ``sort_by`` that is neither an axis
+            nor a column.
     """
+    known = sweep_axes(records)
+    axes = [resolve_axis(a, known) for a in group_by or []]
     c = _Collected()
     for r in records:
-        c.add(r)
-    table = pd.DataFrame(_rows(c))
+        c.add(r, *_row_of(r, axes))
+    table = pd.DataFrame(_rows(c, bool(axes)))
     first_seen = {col: i for i, col in enumerate(c.shown)}
     # labelled protocols first, label-free readings last; each keeps its main metric first
     order = sorted(first_seen, key=lambda col: (col.split(".")[0] not in c.labelled, col.split(".")[0], first_seen[col]))
@@ -277,11 +387,83 @@ def build(records: list[ResultRecord]) -> Leaderboard:
     if not table.empty:
         table = add_rank(table, ranked, c.directions)
         deltas = add_floor_deltas(table, main, floors)
-        table = table.sort_values(["floor", "rank", "method"], kind="stable").reset_index(drop=True)
+        table = _sorted(table, c, axes, sort_by)
+    notes = _notes(c, ranked)
+    if axes:
+        notes.insert(0, f"grouped by {', '.join(axes)}: a sweep row pools every cell with those values and its seeds "
+                        "(n_runs); means and 95% CIs are over those runs")
     return Leaderboard(
-        table=table, notes=_notes(c, ranked), shown=[col for col in order if col in table], main=main,
+        table=table, notes=notes, shown=[col for col in order if col in table], main=main,
         directions=dict(sorted(c.directions.items())),
         settings={p: {"version": "/".join(sorted(c.versions[p])), "params": c.settings[p]} for p in sorted(c.settings)},
         floors=floors, deltas=deltas, fingerprints=sorted(c.fingerprints), labels=c.orders, tolerances=c.tolerances,
-        measured={(m, col) for m, cols in c.values.items() for col in cols},
+        measured={(m, col) for m, cols in c.values.items() for col in cols}, axes=list(c.axes), group_by=axes,
     )
+
+
+def _run_rows(records: list[ResultRecord], axes: list[str]) -> tuple[dict[tuple[str, int], dict[str, Any]], _Collected]:
+    """One row per sweep run that has some of ``axes``: its group, coordinates, metrics and labels."""
+    c, runs = _Collected(), {}
+    for r in records:
+        row, coords = _row_of(r, axes)
+        if r.run.sweep is None or not any(a in r.run.sweep.coordinates for a in axes):
+            continue
+        c.add(r, row, coords)
+        run = runs.setdefault((r.run.method, r.run.seed), {"group": row, **coords, "labels": {TRAIN_LABEL: r.run.train.status},
+                                                              "metrics": {}})
+        for k, v in r.metrics.items():
+            (run["metrics"] if is_number(v) else run["labels"])[f"{r.protocol.name}.{k}"] = v
+    return runs, c
+
+
+def _collapsed(labels: dict[str, Any], orders: dict[str, tuple[str, ...]]) -> bool:
+    """Whether a run's training or any ordered label reads worse than the best value (collapse, divergence)."""
+    for col, value in labels.items():
+        order = orders.get(col)
+        if order and str(value) in order and order.index(str(value)) > 0:
+            return True
+    return False
+
+
+def coordinate_table(records: list[ResultRecord], group_by: list[str], sort_by: str | None = None) -> pd.DataFrame:
+    """Per sweep and value of ``group_by``: runs pooled, each labelled main metric's mean and 95% CI over
+    those runs, the count of each ordered label (``collapse.status``, ``train.status``) and the share of
+    runs that collapsed or diverged (any ordered label worse than its best value).
+
+    Args:
+        records: Result records.
+        group_by: Sweep axes (field names alone where unambiguous).
+        sort_by: An axis or a metric column to order rows by (default: the group's axes).
+
+    Raises:
+        SslbenchError: for an axis no record has.
+    """
+    known = sweep_axes(records)
+    axes = [resolve_axis(a, known) for a in group_by]
+    runs, c = _run_rows(records, axes)
+    mains = [m for m in c.main if m.split(".")[0] in c.labelled]
+    rows = []
+    for group in dict.fromkeys(run["group"] for run in runs.values()):
+        members = [run for run in runs.values() if run["group"] == group]
+        row: dict[str, Any] = {"group": group, "sweep": members[0]["sweep"],
+                               **{a: members[0].get(a) for a in axes}, "n_runs": len(members)}
+        for m in mains:
+            vals = [run["metrics"][m] for run in members if m in run["metrics"]]
+            row[m] = float(np.mean(vals)) if vals else float("nan")
+            row[f"{m}_ci95"] = t_ci95(vals) if vals else float("nan")
+        for col in [col for col in c.orders if any(col in run["labels"] for run in members)]:
+            counts = pd.Series([str(run["labels"][col]) for run in members if col in run["labels"]]).value_counts()
+            row[col] = ", ".join(f"{k} {v}" for k, v in counts.items())
+        k = sum(_collapsed(run["labels"], c.orders) for run in members)
+        row["collapsed"], row["collapsed_share"] = f"{k}/{len(members)}", k / len(members)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["floor"] = False
+    if sort_by is not None and sort_by in table.columns and sort_by not in axes:
+        table = _order(table, [(sort_by, c.directions.get(sort_by) == "higher"), ("group", False)])
+    else:
+        first = [resolve_axis(sort_by, list(c.axes))] if sort_by is not None else []
+        table = _order(table, [("sweep", False), *((a, False) for a in first + axes), ("group", False)])
+    return table.drop(columns="floor")

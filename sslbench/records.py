@@ -6,7 +6,8 @@ objects, never raw dicts. The JSON layout (``schema_version`` 1)::
     {"schema_version": 1, "method", "base", "encoder_kind", "loss_changes", "seed",
      "config", "run_config", "dataset": {...}, "train": {...}, "versions": {...},
      "protocol": {...}, "metrics": {...}, "encoder_hash", "timings": {...},
-     "artifacts": "<protocol>.artifacts.npz" (when there are artifacts)}
+     "artifacts": "<protocol>.artifacts.npz" (when there are artifacts),
+     "sweep": {"name", "coordinates": {"<section>.<field>": value, ...}} (sweep cells only)}
 
 ``protocol`` carries the protocol's metric metadata (:class:`MetricMeta`): metric
 directions, the main metric, ordered labels, default compare tolerances, the
@@ -234,6 +235,35 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class SweepInfo:
+    """The sweep a run belongs to and its point on the grid.
+
+    Attributes:
+        name: The sweep's name (``[sweeps.<name>]``).
+        coordinates: Axis -> value, in the sweep's axis order; axes are
+            ``<section>.<field>`` (``loss.var_coeff``, ``heads.proj_dim``, ``target.tau_base``).
+    """
+
+    name: str
+    coordinates: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON block."""
+        return {"name": self.name, "coordinates": dict(self.coordinates)}
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> SweepInfo:
+        """Read a ``sweep`` block.
+
+        Raises:
+            SslbenchError: for a block of the wrong shape.
+        """
+        doc = json_fields.as_object(doc, f"{where}: 'sweep'")
+        return cls(json_fields.as_str(doc.get("name"), f"{where}: sweep 'name'"),
+                   json_fields.as_object(doc.get("coordinates", {}), f"{where}: sweep 'coordinates'"))
+
+
+@dataclass(frozen=True)
 class RunHeader:
     """What every result of one run shares: the encoder, its config, the data and the training.
 
@@ -249,6 +279,7 @@ class RunHeader:
         dataset: What the features were computed on.
         train: How pretraining ended.
         versions: Library versions, git hash, host and command.
+        sweep: The sweep and grid point of a sweep cell (``None`` for other runs).
     """
 
     method: str
@@ -261,6 +292,7 @@ class RunHeader:
     dataset: DatasetInfo
     train: TrainOutcome
     versions: dict[str, str]
+    sweep: SweepInfo | None = None
 
     @property
     def is_floor(self) -> bool:
@@ -303,6 +335,8 @@ class ResultRecord:
         }
         if self.artifacts:
             doc["artifacts"] = self.artifacts
+        if h.sweep is not None:
+            doc["sweep"] = h.sweep.to_json()
         return doc
 
     @classmethod
@@ -333,6 +367,7 @@ class ResultRecord:
             run_config=json_fields.as_object(doc.get("run_config") or {}, f"{where}: 'run_config'"),
             dataset=DatasetInfo.from_json(doc["dataset"], where), train=TrainOutcome.from_json(doc.get("train", {}), where),
             versions=json_fields.as_object(doc.get("versions") or {}, f"{where}: 'versions'"),
+            sweep=SweepInfo.from_json(doc["sweep"], where) if doc.get("sweep") is not None else None,
         )
         return cls(run, ProtocolInfo.from_json(doc["protocol"], where), json_fields.as_metrics(doc["metrics"], where),
                    doc.get("encoder_hash"), Timings.from_json(doc.get("timings", {}), where), doc.get("artifacts"),

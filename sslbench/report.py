@@ -346,12 +346,16 @@ def curves_section(runs: dict[str, list[RunPaths]], methods: list[str]) -> str:
     return "".join(parts)
 
 
-def build_report(dirs: list[str | Path], title: str | None = None) -> str:
+def build_report(dirs: list[str | Path], title: str | None = None, group_by: list[str] | None = None,
+                 sort_by: str | None = None) -> str:
     """The report page of one or several run directories.
 
     Args:
         dirs: Run directories (``--out`` of ``sslbench run``/``eval``).
         title: Page title (default: ``sslbench report: <dirs>``).
+        group_by: Sweep axes to group the leaderboard's sweep rows by
+            (:func:`sslbench.leaderboard.build`); the per-method sections stay per cell.
+        sort_by: A sweep axis or a metric column to order the leaderboard by.
 
     Returns:
         The self-contained HTML document.
@@ -360,10 +364,10 @@ def build_report(dirs: list[str | Path], title: str | None = None) -> str:
         SslbenchError: for a path that is not a directory or holds no results.
     """
     records = load_records(dirs)
-    board = leaderboard.build(records)
+    board = leaderboard.build(records, group_by, sort_by)
     runs = run_dirs([Path(d) for d in dirs], records)
     metas = {r.protocol.name: r.protocol.meta for r in records}
-    methods = list(board.table["method"])
+    methods = list(board.table["method"]) if not group_by else list(leaderboard.build(records, None, sort_by).table["method"])
     title = title or "sslbench report: " + ", ".join(str(d) for d in dirs)
     body = [
         f"<h1>{html.escape(title)}</h1>",
@@ -378,10 +382,11 @@ def build_report(dirs: list[str | Path], title: str | None = None) -> str:
     return page(title, "\n".join(body), REPORT_CSS)
 
 
-def write_report(dirs: list[str | Path], out: str | Path | None = None) -> Path:
+def write_report(dirs: list[str | Path], out: str | Path | None = None, group_by: list[str] | None = None,
+                 sort_by: str | None = None) -> Path:
     """Write the report to ``out`` (default ``<first dir>/report.html``) and return its path."""
     if not dirs:
         raise SslbenchError("report: give at least one run directory")
     path = Path(out) if out else RunLayout(dirs[0]).report
-    atomic_write_text(path, build_report(dirs))
+    atomic_write_text(path, build_report(dirs, group_by=group_by, sort_by=sort_by))
     return path

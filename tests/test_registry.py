@@ -113,7 +113,7 @@ LAYERS = {
     "persistence": ["io", "layout", "lock", "store", "training_log", "manifest"],
     "engines": ["augment", "backbones", "heads", "optim", "distributed", "data", "features", "train", "encoders",
                 "feature_files", "checkpoint_formats", "preprocess"],
-    "orchestration": ["config", "scoring", "runner", "external"],
+    "orchestration": ["config", "sweep", "executors", "scoring", "status", "runner", "external"],
     "readers": ["leaderboard", "leaderboard_render", "compare", "analysis", "report"],
     "command line": ["cli", "__main__", "testing", "__init__"],
 }
