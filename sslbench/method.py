@@ -67,6 +67,24 @@ class ViewConfig:
     solarize_p: float = 0.0
 
 
+def added_field(default: Any) -> Any:
+    """A recipe field added after runs were recorded; its default is the behaviour before it.
+
+    At its default it is left out of the run identity (:func:`identity_fields`), so
+    runs recorded before the field existed stay current and are not retrained.
+    """
+    return field(default=default, metadata={"added": True})
+
+
+def identity_fields(config: Any) -> dict[str, Any]:
+    """A recipe dataclass as its identity records it: every field, less :func:`added_field` ones at their default."""
+    doc = dataclasses.asdict(config)
+    for f in dataclasses.fields(config):
+        if f.metadata.get("added") and getattr(config, f.name) == f.default:
+            del doc[f.name]
+    return doc
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation hyperparameters of one pretraining run.
@@ -102,10 +120,10 @@ class TrainConfig:
     lr: float = 0.05
     weight_decay: float = 1e-4
     momentum: float = 0.9
-    lars_eta: float = 0.02
-    lars_clip_lr: bool = False
-    decay_norm_and_bias: bool = False
-    per_view_forward: bool = False
+    lars_eta: float = added_field(0.02)
+    lars_clip_lr: bool = added_field(False)
+    decay_norm_and_bias: bool = added_field(False)
+    per_view_forward: bool = added_field(False)
     warmup_epochs: float = 0.0
     final_lr_ratio: float = 0.0
     probe_images: int = 512

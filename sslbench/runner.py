@@ -42,14 +42,14 @@ from sslbench.io import OutputError, atomic_write_json, remove_stale_temp_files,
 from sslbench.layout import RunLayout, RunPaths
 from sslbench.lock import RUN_LOCK_NAME, RunLock, describe
 from sslbench.manifest import Manifest, PlanEntry, record_plan
-from sslbench.method import Method, TrainConfig, ViewConfig, variant_changes
+from sslbench.method import Method, TrainConfig, ViewConfig, identity_fields, variant_changes
 from sslbench.protocol import Protocol, check_features, select_protocols
 from sslbench.records import DatasetInfo, RunHeader, SweepInfo, Timings, TrainOutcome
 from sslbench.registry import registry
 from sslbench.scoring import ScoringJob, log, score, write_empty
 from sslbench.store import claim_run_dir, versions
 from sslbench.sweep import Plan, PlannedRun, build_plan, register_worker_methods
-from sslbench.train import pretrain
+from sslbench.train import TRAINING_VERSION, pretrain
 from sslbench.training_log import train_seconds
 from sslbench.types import ImageData
 
@@ -91,11 +91,12 @@ class RunSpec:
         return {
             "method": m.name, "base": m.base, "encoder_kind": m.encoder, "preset": cfg.preset,
             "dataset": cfg.dataset, "backbone": cfg.backbone, "width": cfg.width, "seed": self.seed,
-            "train": dataclasses.asdict(self.train) if trained else None,
+            "train": identity_fields(self.train) if trained else None,
             "heads": self.heads if trained else None,
-            "loss": {"type": type(m.loss).__name__, **dataclasses.asdict(m.loss)} if m.loss else None,
-            **({"target": {"type": type(m.target).__name__, **dataclasses.asdict(m.target)}} if m.target else {}),
-            "views": [dataclasses.asdict(v) for v in self.views] if trained else None,
+            "loss": {"type": type(m.loss).__name__, **identity_fields(m.loss)} if m.loss else None,
+            **({"target": {"type": type(m.target).__name__, **identity_fields(m.target)}} if m.target else {}),
+            "views": [identity_fields(v) for v in self.views] if trained else None,
+            **({"training": TRAINING_VERSION} if trained else {}),
             **({"sweep": self.sweep.to_json()} if self.sweep is not None else {}),
         }
 

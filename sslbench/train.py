@@ -3,8 +3,8 @@
 It owns optimisation (SGD/LARS/AdamW, warmup + cosine), the target-update hook
 (``model.after_step(progress)``), an atomic checkpoint after every epoch (and
 mid-epoch every :data:`MID_EPOCH_CHECKPOINT_S` and on Ctrl-C/SIGTERM, see
-:mod:`sslbench.interrupts`), resumption from it to the exact step, the training log (:mod:`sslbench.training_log`), the
-training-time collapse monitor (:func:`probe`) and a progress bar on a terminal
+:mod:`sslbench.interrupts`), resumption from it to the exact step, the
+training log (:mod:`sslbench.training_log`), the training-time collapse monitor (:func:`probe`) and a progress bar on a terminal
 (plain log lines otherwise). A NaN/Inf loss stops the run and records it as
 ``diverged`` instead of raising.
 
@@ -53,6 +53,12 @@ from sslbench.optim import build_optimizer, lr_at, set_lr
 from sslbench.records import TrainOutcome
 from sslbench.training_log import append_row, truncate_log
 from sslbench.types import ImageData
+
+#: Version of what the loop trains from a given recipe, recorded in every run's identity:
+#: bumped when a change trains a different encoder from the same recipe and seed, so runs
+#: recorded before it are retrained (2: random-resized crops redraw out-of-range boxes as
+#: torchvision does, where 1 clamped them).
+TRAINING_VERSION = 2
 
 #: Seconds of training between mid-epoch checkpoints, so a SIGKILL (a Slurm job past its grace
 #: period, a lost node) costs at most this much of an epoch.

@@ -74,19 +74,30 @@ def spiked(n: int, d: int, share: float, rng: np.random.Generator) -> np.ndarray
 Case = tuple[str, Callable[[int, int, np.random.Generator], np.ndarray], str]
 
 CASES: list[Case] = [
-    *[(f"{k}-dim spread", lambda n, d, r, k=k: spread(n, d, k, r), "dimensional" if k <= 5 else "healthy")
-      for k in (1, 2, 3, 5, 6, 10)],
+    *[(f"{k}-dim spread", lambda n, d, r, k=k: spread(n, d, k, r), "dimensional" if k <= 3 else "healthy")
+      for k in (1, 2, 3, 4, 5, 10)],
     *[(f"{k}-dim spread on coordinate axes", lambda n, d, r, k=k: spread(n, d, k, r, axes=True),
        "dimensional" if k <= 3 else "healthy") for k in (1, 2, 3, 10)],
     *[(f"{k}-dim spread + 1e-4 noise tail", lambda n, d, r, k=k: spread(n, d, k, r, noise=1e-4),
-       "dimensional" if k <= 3 else "healthy") for k in (1, 2, 3, 10)],
+       "dimensional" if k <= 2 else "healthy") for k in (1, 2, 10)],
     ("isotropic", lambda n, d, r: r.standard_normal((n, d)), "healthy"),
-    *[(f"power law alpha={a:g}", lambda n, d, r, a=a: power_law(n, d, a, r), "healthy" if a <= 1.5 else "dimensional")
+    *[(f"power law alpha={a:g}", lambda n, d, r, a=a: power_law(n, d, a, r), "healthy" if a <= 2.0 else "dimensional")
       for a in (0.5, 1.0, 1.5, 2.0, 3.0)],
     ("cone of width 0.3", cone, "dimensional"),
     *[(f"spike with {s:.0%} of the variance", lambda n, d, r, s=s: spiked(n, d, s, r),
-       "healthy" if s < 0.5 else "dimensional") for s in (0.3, 0.7)],
+       "healthy") for s in (0.3, 0.7)],
 ]
+
+
+def test_a_three_dim_spread_with_a_noise_tail_is_the_one_case_whose_label_moves_with_width():
+    """A tail of per-dim variance 1e-4 adds about 2048e-4 / 3 of the spread's variance at D = 2048.
+
+    That lifts the participation ratio of a 3-dim spread from 3.0 to about 3.9, over the
+    threshold of 3.5: the tail is real variance, so no width-free spectrum reading can ignore it.
+    """
+    labels = {d: readings(spread(800, d, 3, np.random.default_rng(d), noise=1e-4), 400) for d in WIDTHS}
+    assert [labels[d]["v2"] for d in WIDTHS] == ["dimensional", "dimensional", "healthy"]
+    assert 3.0 < labels[64]["effective_dims"] < 3.5 < labels[2048]["effective_dims"] < 4.2
 
 
 def _width_scaled_rule(std_l2: float, dim: int, rankme_value: float, uniformity_value: float) -> str:

@@ -298,3 +298,15 @@ def test_a_config_that_is_no_small_regular_file_is_refused_without_hanging(tmp_p
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 1 and "SslbenchError: " in proc.stderr and message in proc.stderr
+
+
+def test_a_field_added_later_is_out_of_the_identity_at_its_default():
+    """Runs recorded before a field existed stay current while it keeps the old behaviour."""
+    import dataclasses
+
+    from sslbench.method import TrainConfig, identity_fields
+
+    plain = identity_fields(TrainConfig())
+    assert "per_view_forward" not in plain and "lars_eta" not in plain and plain["lr"] == TrainConfig().lr
+    changed = identity_fields(dataclasses.replace(TrainConfig(), per_view_forward=True, lars_eta=0.001))
+    assert changed["per_view_forward"] is True and changed["lars_eta"] == 0.001

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from sslbench.distributed import gather_pair_with_grad
+from sslbench.method import added_field
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class BarlowTwinsConfig:
 
     lambd: float = 0.0051
     eps: float = 1e-5
-    scale_loss: float = 1.0
+    scale_loss: float = added_field(1.0)
 
 
 def _batch_norm(z: torch.Tensor, eps: float) -> torch.Tensor:
