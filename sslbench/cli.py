@@ -153,6 +153,9 @@ def _parser(command: str | None = None) -> _Parser:
     r.add_argument("--out", type=_out, help="output directory (default runs)")
     r.add_argument("--device", help="cpu (default) or cuda")
     r.add_argument("--config", help="TOML config file (preset < file < flags); its [sweeps] tables are grids")
+    r.add_argument("--monitor-every", type=_number("monitor_every"),
+                   help="read the collapse monitor every N optimiser steps into each run's monitor.jsonl "
+                        "(default 0: after every epoch only); changes nothing that is trained")
     _run_execution_arguments(r)
     r.add_argument("--split", choices=("test", "val"),
                    help="score on the test split (default) or on a seeded held-out 20%% of train (val), "
@@ -283,6 +286,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "out": args.out,
         "device": args.device,
         "split": args.split,
+        "monitor_every": args.monitor_every,
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
     execution = _execution(args)

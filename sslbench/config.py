@@ -150,7 +150,8 @@ HEAD = Bound(1, MAX_HEAD, integer=True)
 #: Most torch threads per run (``--threads-per-job``, ``[run] threads``).
 MAX_THREADS = 4096
 RUN_RULES: dict[str, Rule] = {"epochs": EPOCHS, "width": Bound(1, MAX_WIDTH, integer=True), "seeds": Each(SEED),
-                              "threads": Bound(1, MAX_THREADS, integer=True)}
+                              "threads": Bound(1, MAX_THREADS, integer=True),
+                              "monitor_every": Bound(0, 10**9, integer=True)}
 #: Bounds of every numeric :class:`~sslbench.method.TrainConfig` field. A batch (and the probe
 #: batch) needs two images: batch norm and the variance terms are undefined on one.
 TRAIN_RULES: dict[str, Rule] = {
@@ -308,6 +309,10 @@ class RunConfig:
         sweeps: Declared grids by name (``[sweeps.NAME]``); every one runs.
         threads: torch threads per run (default: torch's own; ``--jobs`` sets cores/jobs);
             recorded in every result's ``run_config``.
+        monitor_every: Read the training-time collapse monitor every this many optimiser
+            steps into each run's ``monitor.jsonl`` (0, the default: after every epoch
+            only, in ``metrics.jsonl``). Not part of a run's identity: it changes nothing
+            that is trained; recorded in every result's ``run_config``.
     """
 
     methods: list[str] = field(default_factory=lambda: ["simsiam", "vicreg_mod"])
@@ -332,6 +337,7 @@ class RunConfig:
     split: Literal["test", "val"] = "test"
     sweeps: dict[str, Sweep] = field(default_factory=dict)
     threads: int | None = None
+    monitor_every: int = 0
 
     def preset_obj(self) -> Preset:
         """The :class:`Preset` named by ``preset``."""

@@ -5,6 +5,7 @@
     <out>/<method>/seed<k>/config.json              the run's identity (resolved recipe)
     <out>/<method>/seed<k>/checkpoint.pt            last epoch (atomic)
     <out>/<method>/seed<k>/metrics.jsonl            per-epoch training log
+    <out>/<method>/seed<k>/monitor.jsonl            the collapse monitor every N steps (``monitor_every``)
     <out>/<method>/seed<k>/train_status.json        how training stopped early (diverged, collapsed)
     <out>/<method>/seed<k>/results/<protocol>.json  one result record per protocol (test split)
     <out>/<method>/seed<k>/results/<protocol>.artifacts.npz
@@ -96,6 +97,11 @@ class RunPaths:
     def metrics_log(self) -> Path:
         """The per-epoch training log (:mod:`sslbench.training_log`)."""
         return self.dir / "metrics.jsonl"
+
+    @property
+    def monitor_log(self) -> Path:
+        """The collapse monitor's readings every ``monitor_every`` steps (:mod:`sslbench.training_log`)."""
+        return self.dir / "monitor.jsonl"
 
     @property
     def train_status(self) -> Path:

@@ -113,7 +113,8 @@ def _encoder(spec: RunSpec, data: ImageData, cfg: RunConfig,
         return backbone, None, TrainOutcome("not_trained")
     model = method.build_model(backbone, spec.heads, per_view=spec.train.per_view_forward)
     views = TwoViews(*spec.views, mean=data.mean, std=data.std)
-    outcome = pretrain(model, data, views, spec.train, paths, spec.seed, cfg.device, identity)
+    outcome = pretrain(model, data, views, spec.train, paths, spec.seed, cfg.device, identity,
+                       monitor_every=cfg.monitor_every)
     return model.backbone, getattr(model, "projector", None), outcome
 
 

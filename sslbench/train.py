@@ -4,8 +4,9 @@ It owns optimisation (SGD/LARS/AdamW, warmup + cosine), the target-update hook
 (``model.after_step(progress)``), an atomic checkpoint after every epoch (and
 mid-epoch every :data:`MID_EPOCH_CHECKPOINT_S` and on Ctrl-C/SIGTERM, see
 :mod:`sslbench.interrupts`), resumption from it to the exact step, the
-training log (:mod:`sslbench.training_log`), the training-time collapse monitor (:func:`probe`) and a progress bar on a terminal
-(plain log lines otherwise). A NaN/Inf loss stops the run and records it as
+training log (:mod:`sslbench.training_log`), the training-time collapse monitor (:func:`probe`), read
+after every epoch and, with ``monitor_every``, every N optimiser steps into ``monitor.jsonl``, and a
+progress bar on a terminal (plain log lines otherwise). A NaN/Inf loss stops the run and records it as
 ``diverged`` instead of raising.
 
 Each epoch ends in one order: the monitor reads the model, the decision to stop
@@ -51,7 +52,7 @@ from sslbench.layout import RunPaths
 from sslbench.method import TrainConfig
 from sslbench.optim import build_optimizer, lr_at, set_lr
 from sslbench.records import TrainOutcome
-from sslbench.training_log import append_row, truncate_log
+from sslbench.training_log import append_row, truncate_log, truncate_monitor
 from sslbench.types import ImageData
 
 #: Version of what the loop trains from a given recipe, recorded in every run's identity:
@@ -154,6 +155,7 @@ class _Loop:
     warmup: int
     peak: float
     probe_images: torch.Tensor
+    monitor_every: int = 0
 
     @property
     def total(self) -> int:
@@ -161,7 +163,8 @@ class _Loop:
         return self.steps_per_epoch * self.cfg.epochs
 
 
-def _setup(model: nn.Module, data: ImageData, views: TwoViews, cfg: TrainConfig, seed: int, device: str) -> _Loop:
+def _setup(model: nn.Module, data: ImageData, views: TwoViews, cfg: TrainConfig, seed: int, device: str,
+           monitor_every: int = 0) -> _Loop:
     """Seed, place the model (channels-last on CPU, SyncBatchNorm/DDP under torchrun) and build the optimiser."""
     torch.manual_seed(seed)
     world = dist.world_size()
@@ -181,7 +184,8 @@ def _setup(model: nn.Module, data: ImageData, views: TwoViews, cfg: TrainConfig,
     steps = n // batch
     probe_images = data.train_images[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: cfg.probe_images]]
     return _Loop(model, step_model, build_optimizer(model, cfg), torch.Generator().manual_seed(seed), cfg, data, views,
-                 device, batch, steps, int(cfg.warmup_epochs * steps), cfg.lr * batch / 256, probe_images)
+                 device, batch, steps, int(cfg.warmup_epochs * steps), cfg.lr * batch / 256, probe_images,
+                 monitor_every)
 
 
 def _resume(loop: _Loop, paths: RunPaths, identity: dict | None) -> tuple[int, dict | None, _EpochPart | None]:
@@ -303,6 +307,7 @@ def _train_epoch(loop: _Loop, part: _EpochPart, paths: RunPaths, identity: dict 
         diverged = _step(loop, part)
         if diverged:
             return diverged
+        _monitor(loop, part, paths)  # before any checkpoint of this step, which would skip it on resume
         bar.update(1)
         if interactive:
             bar.set_postfix(loss=f"{part.sums['loss'] / part.step:.4f}")
@@ -314,6 +319,23 @@ def _train_epoch(loop: _Loop, part: _EpochPart, paths: RunPaths, identity: dict 
     bar.close()
     part.elapsed = time.perf_counter() - t0
     return None
+
+
+def _monitor(loop: _Loop, part: _EpochPart, paths: RunPaths) -> None:
+    """Append the monitor's reading to ``monitor.jsonl`` (rank 0) when ``monitor_every`` steps are done.
+
+    It reads the model as :func:`probe` does (eval mode, no gradient, so batch norm's running
+    statistics are untouched) under a forked RNG, so training draws exactly what it would draw
+    without the monitor and the encoder is bitwise the same.
+    """
+    step = part.epoch * loop.steps_per_epoch + part.step
+    if not loop.monitor_every or step % loop.monitor_every or not dist.is_main():
+        return
+    cuda = torch.device(loop.device)
+    with torch.random.fork_rng(devices=[cuda.index or 0] if cuda.type == "cuda" else []):
+        readings = probe(loop.model, loop.probe_images, loop.data, loop.device)
+    append_row(paths.monitor_log, {"step": step, "epoch": step / loop.steps_per_epoch, "total_steps": loop.total,
+                                   "monitor_every": loop.monitor_every, **readings})
 
 
 def _epoch_row(loop: _Loop, part: _EpochPart) -> dict:
@@ -388,6 +410,7 @@ def pretrain(
     seed: int,
     device: str = "cpu",
     identity: dict | None = None,
+    monitor_every: int = 0,
 ) -> TrainOutcome:
     """Train ``model`` on ``data``'s train split, resuming from ``paths`` if possible.
 
@@ -401,6 +424,9 @@ def pretrain(
         device: ``cpu`` or ``cuda``.
         identity: The run's identity; recorded in the checkpoint, and a checkpoint
             recording another one is refused.
+        monitor_every: Read the collapse monitor every this many optimiser steps into
+            ``paths.monitor_log`` (0: after every epoch only). A run-level setting: it
+            changes nothing that is trained.
 
     Returns:
         The outcome; the model holds the final weights unless it diverged.
@@ -409,7 +435,7 @@ def pretrain(
     recorded = _recorded_status(paths)
     if recorded is not None and recorded["status"] == "diverged":
         return _outcome(recorded)
-    loop = _setup(model, data, views, cfg, seed, device)
+    loop = _setup(model, data, views, cfg, seed, device, monitor_every)
     start, stop, part = _resume(loop, paths, identity)
     if stop is None and recorded is not None and recorded["epochs"] == start:
         stop = recorded  # a collapse recorded by a version whose checkpoints held no decision
@@ -419,6 +445,7 @@ def pretrain(
         _log_resume(paths.label, start, part, loop)
     if dist.is_main():
         truncate_log(paths.metrics_log, start)
+        truncate_monitor(paths.monitor_log, start * loop.steps_per_epoch + (part.step if part else 0))
     interactive = sys.stderr.isatty() and dist.is_main()
     with interrupts.deferred():
         for epoch in range(start, cfg.epochs):
