@@ -1,4 +1,4 @@
-"""Lazy ``module:attr`` targets of the built-in methods, protocols, datasets, backbones and presets.
+"""Lazy ``module:attr`` targets of the built-in methods, protocols, protocol sets, datasets, backbones and presets.
 
 Listing strings here (not imports) keeps the layering: core code reaches
 ``baselines/`` and ``protocols/`` only through :mod:`sslbench.registry`. Each
@@ -85,6 +85,12 @@ BUILTINS: dict[str, dict[str, Builtin]] = {
                             "torchvision ResNet-18 with a CIFAR stem; (N, C, 32, 32) -> (N, 512). width must be 64."),
         "resnet50": Builtin("sslbench.backbones:resnet50_cifar",
                             "torchvision ResNet-50 with a CIFAR stem; (N, C, 32, 32) -> (N, 2048). width must be 64."),
+    },
+    "protocol_sets": {
+        "full": Builtin("sslbench.protocol_sets:FULL",
+                        "every built-in protocol at its defaults (the default of sslbench run)"),
+        "sweep": Builtin("sslbench.protocol_sets:SWEEP",
+                         "kNN (k = 20), a 3-point linear probe and the collapse readings: a sweep cell's main metrics"),
     },
     "presets": {
         "smoke": Builtin("sslbench.presets:SMOKE", "digits (8x8), ConvNet width 8, 3 epochs: seconds; used by tests and CI"),

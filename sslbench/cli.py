@@ -149,6 +149,8 @@ def _parser(command: str | None = None) -> _Parser:
     r.add_argument("--seeds", type=_later(_seeds), help="comma-separated seeds (default 0)")
     r.add_argument("--protocols", type=_csv,
                    help="comma-separated protocols (default knn,linear,few_shot,few_shot_transfer,low_shot,collapse)")
+    r.add_argument("--protocol-set", help="a named protocol set instead of --protocols: full | sweep "
+                   "(sslbench ls protocol_sets)")
     r.add_argument("--transfer", help="dataset of few_shot_transfer (default: the preset's; '' for none)")
     r.add_argument("--out", type=_out, help="output directory (default runs)")
     r.add_argument("--device", help="cpu (default) or cuda")
@@ -186,7 +188,7 @@ def _parser(command: str | None = None) -> _Parser:
                    help="score on the test split (default) or on a seeded held-out 20%% of train (val)")
 
     ls = command_parser("ls", "list what is registered")
-    ls.add_argument("kind", nargs="?", default="all", help="methods | protocols | datasets | backbones | presets")
+    ls.add_argument("kind", nargs="?", default="all", help="methods | protocols | protocol_sets | datasets | backbones | presets")
 
     lb = command_parser("leaderboard", "rebuild the leaderboard from run directories")
     lb.add_argument("dirs", nargs="+", help="run directories (--out of earlier runs)")
@@ -287,8 +289,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "device": args.device,
         "split": args.split,
         "monitor_every": args.monitor_every,
+        "protocol_set": args.protocol_set,
     }
+    if args.protocols is not None and args.protocol_set is not None:
+        raise SslbenchError("give --protocols or --protocol-set, not both")
     cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+    if args.protocols is not None:
+        cfg = dataclasses.replace(cfg, protocol_set=None)  # the flag's list wins over a config file's set
     execution = _execution(args)
     failures = run(cfg, execution)
     if execution.dry_run or (execution.kind == "slurm" and not execution.slurm.wait):
@@ -331,8 +338,8 @@ def _write_leaderboard(out: str, split: str = "test") -> None:
 
 
 #: Namespace attributes holding registry names, and the registry they name (checked before any import).
-_NAME_FLAGS = {"methods": "methods", "floors": "methods", "protocols": "protocols", "dataset": "datasets",
-               "transfer": "datasets", "preset": "presets", "arch": "backbones"}
+_NAME_FLAGS = {"methods": "methods", "floors": "methods", "protocols": "protocols", "protocol_set": "protocol_sets",
+               "dataset": "datasets", "transfer": "datasets", "preset": "presets", "arch": "backbones"}
 
 
 #: ``--arch`` prefixes naming another library's architecture (checked when built, as

@@ -313,6 +313,9 @@ class RunConfig:
             steps into each run's ``monitor.jsonl`` (0, the default: after every epoch
             only, in ``metrics.jsonl``). Not part of a run's identity: it changes nothing
             that is trained; recorded in every result's ``run_config``.
+        protocol_set: A named protocol set (:mod:`sslbench.protocol_sets`, e.g. ``sweep``):
+            replaces ``protocols`` and sets default parameters under ``protocol_params``;
+            recorded in every result's ``run_config``.
     """
 
     methods: list[str] = field(default_factory=lambda: ["simsiam", "vicreg_mod"])
@@ -338,6 +341,7 @@ class RunConfig:
     sweeps: dict[str, Sweep] = field(default_factory=dict)
     threads: int | None = None
     monitor_every: int = 0
+    protocol_set: str | None = None
 
     def preset_obj(self) -> Preset:
         """The :class:`Preset` named by ``preset``."""
@@ -359,6 +363,10 @@ class RunConfig:
         for name in r.methods + r.floors:
             registry("methods").get(name)
             check_path_name(name, "method name")
+        if r.protocol_set is not None:
+            pset = registry("protocol_sets").get(r.protocol_set)
+            r.protocols = list(pset.protocols)
+            r.protocol_params = pset.merged_params(r.protocol_params)
         for name in r.protocols:
             registry("protocols").get(name)
             check_path_name(name, "protocol name")
@@ -777,6 +785,8 @@ def load_toml(path: str | Path, cfg: RunConfig | None = None) -> RunConfig:
         if "floors" in run:
             raise SslbenchError(f"{path} [run]: give 'floors' or its old name 'references', not both")
         run["floors"] = run.pop("references")
+    if "protocols" in run and "protocol_set" in run:
+        raise SslbenchError(f"{path} [run]: give 'protocols' or 'protocol_set', not both")
     for key in run:
         if key not in _RUN_KEYS:
             raise SslbenchError(str(did_you_mean(key, _RUN_KEYS, f"key in {path} [run]")))

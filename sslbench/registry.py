@@ -24,7 +24,7 @@ from typing import Any
 
 from sslbench.errors import SslbenchError, did_you_mean
 
-KINDS = ("methods", "protocols", "datasets", "backbones", "presets")
+KINDS = ("methods", "protocols", "protocol_sets", "datasets", "backbones", "presets")
 
 
 class Registry:

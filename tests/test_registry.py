@@ -108,7 +108,7 @@ def test_layering(package, forbidden):
 
 #: The floors of ``sslbench/``, bottom first: a module imports only its own floor and those below.
 LAYERS = {
-    "contracts": ["errors", "faults", "interrupts", "early_call", "types", "stats", "embedding_stats", "registry", "builtins", "presets", "json_fields", "splits",
+    "contracts": ["errors", "faults", "interrupts", "early_call", "types", "stats", "embedding_stats", "registry", "builtins", "presets", "protocol_sets", "json_fields", "splits",
                   "records", "protocol", "method"],
     "persistence": ["io", "layout", "lock", "store", "training_log", "manifest"],
     "engines": ["augment", "backbones", "heads", "optim", "distributed", "data", "features", "train", "encoders",
