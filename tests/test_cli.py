@@ -153,7 +153,7 @@ def test_ls_aligns_names_and_shows_plain_text(cli):
     assert "``" not in proc.out and ":class:" not in proc.out
     assert "FewShot on a transfer set" in proc.out and "train (50000, 3, 32, 32)" in proc.out
     kinds = _rows_by_kind(proc.out)
-    assert list(kinds) == ["methods", "protocols", "datasets", "backbones", "presets"]
+    assert list(kinds) == ["methods", "protocols", "protocol_sets", "datasets", "backbones", "presets"]
     for rows in kinds.values():  # a kind's summaries all start in one column, two spaces after its longest name
         width = max(len(ln.split()[0]) for ln in rows)
         assert all(ln[2 + width:4 + width] == "  " and ln[4 + width] != " " for ln in rows), rows
