@@ -76,6 +76,7 @@ BYOL = Method(
     heads={"proj_hidden": 4096, "proj_dim": 256, "pred_hidden": 4096},
     train=TrainConfig(optimizer="lars", lr=1.0, weight_decay=1e-5, warmup_epochs=1),
     views=(ViewConfig(blur_p=1.0), ViewConfig(blur_p=0.1, solarize_p=0.2)),
+    has_predictor=True,
     presets={
         "smoke": {"train": {"batch_size": 128, "warmup_epochs": 0}, "heads": {"proj_hidden": 128, "proj_dim": 64, "pred_hidden": 128}},
         # quick: batch 64 for 3 epochs, more steps in less time (docs/results/quick/tuning.md)

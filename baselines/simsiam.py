@@ -49,7 +49,8 @@ class SimSiamModel(nn.Module):
         """Two ``(N, C, H, W)`` views -> loss, terms and ``z1`` ``(N, proj_dim)``."""
         z1, z2 = encode_pair(lambda v: self.projector(self.backbone(v)), v1, v2, self.per_view)
         p1, p2 = encode_pair(self.predictor, z1, z2, self.per_view)
-        loss = symmetric_negative_cosine(p1, p2, z1, z2, self.loss_config.stop_gradient)
+        cfg = self.loss_config
+        loss = symmetric_negative_cosine(p1, p2, z1, z2, cfg.stop_gradient, cfg.alpha)
         return StepOutput(loss, {"negative_cosine": loss.detach()}, z1.detach())
 
 
@@ -61,6 +62,7 @@ SIMSIAM = Method(
     loss=SimSiamConfig(),
     heads={"proj_hidden": 2048, "proj_dim": 2048, "pred_hidden": 512},
     train=TrainConfig(optimizer="sgd", lr=0.05, weight_decay=1e-4, momentum=0.9),
+    has_predictor=True,
     presets={
         "smoke": {"train": {"batch_size": 128, "lr": 0.1}, "heads": {"proj_hidden": 128, "proj_dim": 128, "pred_hidden": 32}},
         # quick: batch 32 at a per-step lr of 0.1, for more steps (docs/results/quick/tuning.md)

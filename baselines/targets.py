@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sslbench.config import Bound
+from sslbench.method import added_field
+
 
 @dataclass(frozen=True)
 class EMAConfig:
@@ -23,14 +26,22 @@ class EMAConfig:
     Attributes:
         tau_base: EMA rate at the start (0.99; 0 makes the target the online network).
         tau_final: EMA rate at the end (1.0; 1 throughout is a frozen random target).
+        tau: A constant EMA rate in ``[0, 1]`` in place of the schedule (``None``: the
+            schedule). 0 copies the online network into the target after every step
+            (``byol_noema``); 1 keeps the target's parameters at their random
+            initialisation (Grill et al. 2020, table 5).
     """
 
     tau_base: float = 0.99
     tau_final: float = 1.0
+    tau: float | None = added_field(None, rule=Bound(0.0, 1.0))
 
 
 def ema_tau(progress: float, cfg: EMAConfig) -> float:
-    """The EMA rate at ``progress`` in ``[0, 1]`` (cosine schedule from ``tau_base`` to ``tau_final``)."""
+    """The EMA rate at ``progress`` in ``[0, 1]``: ``cfg.tau`` when set, else the cosine schedule
+    from ``tau_base`` to ``tau_final``."""
+    if cfg.tau is not None:
+        return float(cfg.tau)
     return cfg.tau_final - (cfg.tau_final - cfg.tau_base) * (math.cos(math.pi * progress) + 1) / 2
 
 

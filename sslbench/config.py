@@ -163,6 +163,10 @@ TRAIN_RULES: dict[str, Rule] = {
     "warmup_epochs": Bound(0.0, MAX_EPOCHS),
     "final_lr_ratio": Bound(0.0, 1.0),
     "probe_images": Bound(2, MAX_BATCH, integer=True),
+    "pred_lr_scale": Bound(0.0, lo_open=True),
+    "early_call_every": Bound(0, 10**9, integer=True),
+    "early_call_consecutive": Bound(1, 10**6, integer=True),
+    "early_call_after": Bound(0.0, 1.0, hi_open=True),
 }
 #: Bounds of every numeric :class:`~sslbench.augment.ViewConfig` field. Jitter strengths stop at
 #: 1: the factors are drawn from ``1 +- s`` without clipping at 0.
@@ -186,6 +190,20 @@ MAX_RUNS = 1000
 FLAG_RULES: dict[str, Rule] = {**RUN_RULES, "seed": SEED, "jobs": Bound(1, MAX_THREADS, integer=True),
                                "max_runs": Bound(1, 10**7, integer=True), "count": Bound(1, 10**6, integer=True),
                                "gpus": Bound(0, 1024, integer=True)}
+
+
+def field_rules(cls: type) -> dict[str, Rule]:
+    """The allowed values a loss or target config declares per field (``added_field(..., rule=...)``)."""
+    return {f.name: f.metadata["rule"] for f in dataclasses.fields(cls) if "rule" in f.metadata}
+
+
+def check_config_values(cfg: Any, values: dict[str, Any], where: str) -> None:
+    """Check loss or target fields against the rules its dataclass ``cfg`` declares; ``None`` (a default) passes.
+
+    Raises:
+        SslbenchError: ``<where>: '<key>' must be ..., got ...``.
+    """
+    check_values(field_rules(type(cfg)), {k: v for k, v in values.items() if v is not None}, where)
 
 
 def check_values(rules: dict[str, Rule], values: dict[str, Any], where: str) -> None:
@@ -435,6 +453,12 @@ class RunConfig:
         train, heads, views = self.recipe(method, changes)
         where = f"{method.name!r} at preset {self.preset!r}"
         check_values(TRAIN_RULES, dataclasses.asdict(train), f"{where} [train]")
+        if train.pred_lr_scale != 1 and not method.has_predictor:
+            raise SslbenchError(f"{where} [train]: 'pred_lr_scale' scales a predictor's learning rate, and "
+                                f"{method.name!r} has no predictor (SimSiam and BYOL have one); leave it at 1")
+        for section, cfg in (("loss", method.loss), ("target", method.target)):
+            if cfg is not None:
+                check_config_values(cfg, dataclasses.asdict(cfg), f"{where} [{section}]")
         check_values(dict.fromkeys(heads, HEAD), heads, f"{where} [heads]")
         for i, view in enumerate(views, 1):
             check_values(VIEW_RULES, dataclasses.asdict(view), f"{where} view {i}")
@@ -534,7 +558,7 @@ def check_fields(cls: type, values: dict[str, Any], where: str) -> dict[str, Any
             raise SslbenchError(
                 f"{where}: {key!r} must be {type_name(hints[key])}, got {value!r} ({type(value).__name__})"
             )
-        out[key] = float(value) if hints[key] is float else value
+        out[key] = float(value) if hints[key] is float or (value is not None and hints[key] == float | None) else value
     return out
 
 
@@ -554,7 +578,11 @@ def _changes(spec: dict[str, Any], key: str, cfg: Any, base_name: str, where: st
     table = _table(spec.pop(key, {}), f"{where}: {key!r}")
     if table and cfg is None:
         raise SslbenchError(f"{where}: {base_name!r} has no {key} to change")
-    return check_fields(type(cfg), table, f"{where}.{key}") if table else {}
+    if not table:
+        return {}
+    values = check_fields(type(cfg), table, f"{where}.{key}")
+    check_config_values(cfg, values, f"{where}.{key}")
+    return values
 
 
 def _register_variant(name: str, spec: Any, where: str) -> None:
@@ -603,7 +631,7 @@ def _axis_rules(base: Method, axis: str, where: str) -> tuple[type | None, str, 
         known = {f.name for f in dataclasses.fields(cfg)}
         if name not in known:
             raise did_you_mean(name, known, f"{section} field of {base.name!r} in {where} grid")
-        return type(cfg), name, {}
+        return type(cfg), name, field_rules(type(cfg))
     if section == "heads":
         known = set(base.heads) | {h for over in base.presets.values() for h in (over.get("heads") or {})}
         if name not in known:

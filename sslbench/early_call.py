@@ -6,8 +6,9 @@ rule (:func:`sslbench.embedding_stats.collapse_status`). An :class:`EarlyCallRul
 turns that sequence of readings into a decision: *call* collapse at the first
 reading where the last ``consecutive`` readings, all past ``after_fraction`` of
 training, carry one of the ``statuses``. The same rule object is what training
-applies to stop a run early (recorded as ``train.status = "collapsed"`` with the
-rule in its message, never silently) and what the atlas scores for precision,
+applies to stop a run early (``TrainConfig.early_call_every``; recorded as
+``train.status = "stopped_early"`` with the step, the share of training done, the
+reading and the rule in its message, never silently) and what the atlas scores for precision,
 recall and compute saved against each run's final status.
 """
 

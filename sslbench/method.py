@@ -67,13 +67,19 @@ class ViewConfig:
     solarize_p: float = 0.0
 
 
-def added_field(default: Any) -> Any:
+def added_field(default: Any, rule: Any = None) -> Any:
     """A recipe field added after runs were recorded; its default is the behaviour before it.
 
     At its default it is left out of the run identity (:func:`identity_fields`), so
     runs recorded before the field existed stay current and are not retrained.
+
+    Args:
+        default: The value that reproduces training before the field existed.
+        rule: The allowed values of a loss or target field (a :class:`sslbench.config.Bound`),
+            checked where a config file, a variant or a grid axis sets it
+            (:func:`sslbench.config.field_rules`); ``None`` when unchecked.
     """
-    return field(default=default, metadata={"added": True})
+    return field(default=default, metadata={"added": True, **({"rule": rule} if rule is not None else {})})
 
 
 def identity_fields(config: Any) -> dict[str, Any]:
@@ -112,6 +118,16 @@ class TrainConfig:
             the std of l2-normalised projector outputs are logged after every epoch.
         stop_on_collapse: Stop when the probe reads complete collapse (the run is
             recorded as ``collapsed`` with its epoch and still evaluated).
+        pred_lr_scale: The predictor's learning rate as a multiple of the others' (its own
+            optimiser groups), for methods with a predictor (SimSiam: of its fixed lr;
+            BYOL: of the schedule). 1 leaves the optimiser as it was.
+        early_call_every: Read the collapse monitor every this many optimiser steps and
+            stop training when :class:`sslbench.early_call.EarlyCallRule` calls collapse
+            (recorded as ``stopped_early``, never silently); 0 never calls.
+        early_call_status: The mildest monitor status the rule counts as collapse:
+            ``complete``, or ``dimensional`` (which counts complete too).
+        early_call_consecutive: Readings in a row the rule needs.
+        early_call_after: Readings before this share of training are ignored.
     """
 
     epochs: int = 10
@@ -128,6 +144,11 @@ class TrainConfig:
     final_lr_ratio: float = 0.0
     probe_images: int = 512
     stop_on_collapse: bool = True
+    pred_lr_scale: float = added_field(1.0)
+    early_call_every: int = added_field(0)
+    early_call_status: Literal["complete", "dimensional"] = added_field("complete")
+    early_call_consecutive: int = added_field(2)
+    early_call_after: float = added_field(0.02)
 
 
 EncoderKind = Literal["trained", "random_init", "raw_pixels"]
@@ -156,6 +177,8 @@ class Method:
         views: The two view recipes.
         base: For a variant, the method it changes.
         encoder: ``trained`` for SSL methods, else which reference encoder.
+        has_predictor: Whether its model has a ``predictor`` module (SimSiam, BYOL), whose
+            learning rate ``TrainConfig.pred_lr_scale`` scales.
     """
 
     name: str
@@ -170,6 +193,7 @@ class Method:
     base: str | None = None
     encoder: EncoderKind = "trained"
     target: Any = None
+    has_predictor: bool = False
 
     def build_model(self, backbone: nn.Module, heads: dict[str, int], per_view: bool = False) -> nn.Module:
         """The trainable model around ``backbone`` (see ``build``).

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sslbench.errors import SslbenchError
 from sslbench.method import TrainConfig
 
 
@@ -71,10 +72,25 @@ class LARS(torch.optim.Optimizer):
                 p.add_(buf, alpha=-g["lr"])
 
 
-def _param_groups(model: nn.Module) -> list[dict[str, Any]]:
-    if hasattr(model, "param_groups"):
-        return model.param_groups()
-    return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+def _param_groups(model: nn.Module, pred_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """The model's parameter groups; with ``pred_lr_scale != 1`` its predictor's parameters split off
+    into groups of their own with ``lr_scale`` (at 1 the groups are exactly the model's)."""
+    groups = model.param_groups() if hasattr(model, "param_groups") else [
+        {"params": [p for p in model.parameters() if p.requires_grad]}]
+    if pred_lr_scale == 1:
+        return groups
+    predictor = getattr(model, "predictor", None)
+    if not isinstance(predictor, nn.Module):
+        raise SslbenchError(f"pred_lr_scale = {pred_lr_scale:g} scales a predictor's learning rate, and this "
+                            "model has no predictor; leave it at 1")
+    ids = {id(p) for p in predictor.parameters()}
+    out = []
+    for group in groups:
+        rest = [p for p in group["params"] if id(p) not in ids]
+        pred = [p for p in group["params"] if id(p) in ids]
+        out += [{**group, "params": rest}] if rest else []
+        out += [{**group, "params": pred, "lr_scale": pred_lr_scale}] if pred else []
+    return out
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -82,14 +98,15 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
     Biases and 1-D (norm) parameters get no weight decay (unless
     ``cfg.decay_norm_and_bias``) and, for LARS, no adaptation. Groups with
-    ``fixed_lr`` keep the peak lr (SimSiam's predictor).
+    ``fixed_lr`` keep the peak lr (SimSiam's predictor). With ``cfg.pred_lr_scale``
+    the predictor's groups run at that multiple of the lr their group would have.
     LARS takes its trust coefficient and clipping from ``cfg.lars_eta`` and
     ``cfg.lars_clip_lr``.
     """
     peak = cfg.lr * cfg.batch_size / 256
     groups = []
-    for group in _param_groups(model):
-        params = group["params"]
+    for group in _param_groups(model, cfg.pred_lr_scale):
+        params, scale = group["params"], group.get("lr_scale")
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
         for ps, is_decay in ((decay, True), (no_decay, False)):
@@ -101,6 +118,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
                         "lars_exclude": not is_decay,
                         "fixed_lr": bool(group.get("fixed_lr", False)),
                         "lr": peak,
+                        **({"lr_scale": scale, "lr": peak * scale} if scale is not None else {}),
                     }
                 )
     if cfg.optimizer == "sgd":
@@ -135,6 +153,8 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float, final_rat
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float, peak: float) -> None:
-    """Apply the scheduled ``lr`` to every group except ``fixed_lr`` ones (kept at ``peak``)."""
+    """Apply the scheduled ``lr`` to every group except ``fixed_lr`` ones (kept at ``peak``), times a
+    group's ``lr_scale`` where it has one (``TrainConfig.pred_lr_scale``)."""
     for g in optimizer.param_groups:
-        g["lr"] = peak if g.get("fixed_lr") else lr
+        base = peak if g.get("fixed_lr") else lr
+        g["lr"] = base * g["lr_scale"] if "lr_scale" in g else base

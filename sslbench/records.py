@@ -18,6 +18,7 @@ metadata was recorded get it from the registered protocol of the same name.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,14 +26,15 @@ from functools import lru_cache
 from typing import Any
 
 from sslbench import json_fields
-from sslbench.json_fields import Metric
+from sslbench.early_call import MonitorReading
 from sslbench.errors import SslbenchError
+from sslbench.json_fields import Metric
 
 SCHEMA_VERSION = 1
 #: The label value of a metric that does not apply (a floor has no projector to read).
 NOT_APPLICABLE = "n/a"
 #: Outcomes of pretraining in severity order (best first), as ``train.status`` reads them.
-TRAIN_STATUSES = ("finished", "collapsed", "diverged")
+TRAIN_STATUSES = ("finished", "stopped_early", "collapsed", "diverged")
 #: Statuses of encoders that are not pretrained here; they rank with ``finished``.
 UNTRAINED_STATUSES = ("not_trained", "external")
 
@@ -175,33 +177,51 @@ class TrainOutcome:
     """How the encoder's pretraining ended.
 
     Attributes:
-        status: ``finished``, ``collapsed`` (the monitor read complete collapse and
-            training stopped there), ``diverged`` (NaN/Inf loss), or for encoders not
-            pretrained here ``not_trained`` (floors) and ``external`` (``sslbench eval``).
+        status: ``finished``, ``stopped_early`` (the early-call rule,
+            ``TrainConfig.early_call_every``, called collapse and training stopped there),
+            ``collapsed`` (the epoch-end monitor read complete collapse and training
+            stopped there), ``diverged`` (NaN/Inf loss), or for encoders not pretrained
+            here ``not_trained`` (floors) and ``external`` (``sslbench eval``).
         epochs: Epochs completed (``None`` when not trained here).
         step: Global step at which it diverged or stopped.
         message: Human-readable detail.
+        fraction: For ``stopped_early``, the share of the run's steps done.
+        reading: For ``stopped_early``, the monitor reading on which the rule called collapse.
     """
 
     status: str
     epochs: int | None = None
     step: int | None = None
     message: str = ""
+    fraction: float | None = None
+    reading: MonitorReading | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON block (only ``status`` for encoders not trained here)."""
+        """The JSON block (only ``status`` for encoders not trained here; ``fraction`` and
+        ``reading`` only for a run stopped early)."""
         if self.epochs is None and self.step is None and not self.message:
             return {"status": self.status}
-        return {"status": self.status, "epochs": self.epochs, "step": self.step, "message": self.message}
+        out = {"status": self.status, "epochs": self.epochs, "step": self.step, "message": self.message}
+        if self.fraction is not None:
+            out["fraction"] = self.fraction
+        if self.reading is not None:
+            out["reading"] = dataclasses.asdict(self.reading)
+        return out
 
     @classmethod
     def from_json(cls, doc: Any, where: str) -> TrainOutcome:
         """Read a ``train`` block (a missing status reads ``finished``, as early records had none)."""
         doc = json_fields.as_object(doc, f"{where}: 'train'")
-        epochs, step = doc.get("epochs"), doc.get("step")
+        epochs, step, fraction, reading = doc.get("epochs"), doc.get("step"), doc.get("fraction"), doc.get("reading")
+        if reading is not None:
+            try:
+                reading = MonitorReading(**json_fields.as_object(reading, f"{where}: train reading"))
+            except TypeError:
+                raise SslbenchError(f"{where}: train reading {reading!r} is not a monitor reading") from None
         return cls(json_fields.as_str(doc.get("status", "finished"), f"{where}: train status"),
                    json_fields.as_int(epochs, f"{where}: train epochs") if epochs is not None else None,
-                   json_fields.as_int(step, f"{where}: train step") if step is not None else None, str(doc.get("message", "")))
+                   json_fields.as_int(step, f"{where}: train step") if step is not None else None, str(doc.get("message", "")),
+                   json_fields.as_float(fraction, f"{where}: train fraction") if fraction is not None else None, reading)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,11 @@ mid-epoch every :data:`MID_EPOCH_CHECKPOINT_S` and on Ctrl-C/SIGTERM, see
 training log (:mod:`sslbench.training_log`), the training-time collapse monitor (:func:`probe`), read
 after every epoch and, with ``monitor_every``, every N optimiser steps into ``monitor.jsonl``, and a
 progress bar on a terminal (plain log lines otherwise). A NaN/Inf loss stops the run and records it as
-``diverged`` instead of raising.
+``diverged`` instead of raising. With ``TrainConfig.early_call_every`` the monitor is also read every
+that many steps for the early-call rule (:class:`sslbench.early_call.EarlyCallRule`); when it calls
+collapse, training stops there and the run is recorded as ``stopped_early`` with the step, the share of
+training done and the reading that triggered it (checkpoint and ``train_status.json``), so a rerun or a
+resume does not train it further.
 
 Each epoch ends in one order: the monitor reads the model, the decision to stop
 for complete collapse is taken, then the log line and the checkpoint (which
@@ -25,6 +29,7 @@ rank. Only rank 0 writes the checkpoint, the log and the status.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -39,6 +44,7 @@ from tqdm import tqdm
 from sslbench import distributed as dist
 from sslbench import interrupts
 from sslbench.augment import TwoViews, normalize
+from sslbench.early_call import EarlyCallRule, MonitorReading
 from sslbench.embedding_stats import (
     PROBE_WARMUP_STEPS,
     rankme,
@@ -127,7 +133,7 @@ def _recorded_status(paths: RunPaths) -> dict | None:
     try:
         st = json.loads(paths.train_status.read_text())
         st["epochs"] = int(st["epochs"])
-        if st["status"] not in ("diverged", "collapsed"):
+        if st["status"] not in ("diverged", "collapsed", "stopped_early"):
             raise ValueError(f"unknown status {st['status']!r}")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SslbenchError(f"{paths.train_status} is unreadable ({e}); delete it to retrain this run") from None
@@ -135,7 +141,7 @@ def _recorded_status(paths: RunPaths) -> dict | None:
 
 
 def _outcome(st: dict) -> TrainOutcome:
-    return TrainOutcome(st["status"], st["epochs"], st.get("step"), st.get("message", ""))
+    return TrainOutcome.from_json(st, "the recorded training stop")
 
 
 @dataclass
@@ -156,6 +162,9 @@ class _Loop:
     peak: float
     probe_images: torch.Tensor
     monitor_every: int = 0
+    rule: EarlyCallRule | None = None
+    readings: list[MonitorReading] = field(default_factory=list)
+    early_stop: dict | None = None
 
     @property
     def total(self) -> int:
@@ -185,7 +194,15 @@ def _setup(model: nn.Module, data: ImageData, views: TwoViews, cfg: TrainConfig,
     probe_images = data.train_images[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: cfg.probe_images]]
     return _Loop(model, step_model, build_optimizer(model, cfg), torch.Generator().manual_seed(seed), cfg, data, views,
                  device, batch, steps, int(cfg.warmup_epochs * steps), cfg.lr * batch / 256, probe_images,
-                 monitor_every)
+                 monitor_every, _rule(cfg))
+
+
+def _rule(cfg: TrainConfig) -> EarlyCallRule | None:
+    """The early-call rule of ``cfg`` (``None`` when ``early_call_every`` is 0)."""
+    if not cfg.early_call_every:
+        return None
+    statuses = ("complete",) if cfg.early_call_status == "complete" else ("complete", "dimensional")
+    return EarlyCallRule(statuses, cfg.early_call_consecutive, cfg.early_call_after)
 
 
 def _resume(loop: _Loop, paths: RunPaths, identity: dict | None) -> tuple[int, dict | None, _EpochPart | None]:
@@ -213,6 +230,8 @@ def _resume(loop: _Loop, paths: RunPaths, identity: dict | None) -> tuple[int, d
         loop.gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         part = _EpochPart.from_state(state["partial"]) if state.get("partial") is not None else None
+        if loop.rule is not None:  # the rule's readings so far: a resumed run calls where the uninterrupted one does
+            loop.readings = [MonitorReading(**r) for r in json.loads(state.get("early_call") or "[]")]
     except (KeyError, IndexError, AttributeError, RuntimeError, TypeError, ValueError) as e:
         raise _fit_error(paths.checkpoint, e) from None
     if part is not None and (part.epoch != state["epoch"] or not 0 < part.step < loop.steps_per_epoch
@@ -307,7 +326,10 @@ def _train_epoch(loop: _Loop, part: _EpochPart, paths: RunPaths, identity: dict 
         diverged = _step(loop, part)
         if diverged:
             return diverged
-        _monitor(loop, part, paths)  # before any checkpoint of this step, which would skip it on resume
+        reading = _monitor(loop, part, paths)  # before any checkpoint of this step, which would skip it on resume
+        loop.early_stop = _early_call(loop, part, reading)
+        if loop.early_stop:
+            break
         bar.update(1)
         if interactive:
             bar.set_postfix(loss=f"{part.sums['loss'] / part.step:.4f}")
@@ -321,21 +343,55 @@ def _train_epoch(loop: _Loop, part: _EpochPart, paths: RunPaths, identity: dict 
     return None
 
 
-def _monitor(loop: _Loop, part: _EpochPart, paths: RunPaths) -> None:
-    """Append the monitor's reading to ``monitor.jsonl`` (rank 0) when ``monitor_every`` steps are done.
+def _due(every: int, step: int) -> bool:
+    return bool(every) and step % every == 0
+
+
+def _monitor(loop: _Loop, part: _EpochPart, paths: RunPaths) -> dict | None:
+    """Append the monitor's reading to ``monitor.jsonl`` (rank 0) when ``monitor_every`` (or the
+    early-call rule's ``early_call_every``) steps are done, and return it; ``None`` when none is due.
 
     It reads the model as :func:`probe` does (eval mode, no gradient, so batch norm's running
     statistics are untouched) under a forked RNG, so training draws exactly what it would draw
     without the monitor and the encoder is bitwise the same.
     """
     step = part.epoch * loop.steps_per_epoch + part.step
-    if not loop.monitor_every or step % loop.monitor_every or not dist.is_main():
-        return
+    every = loop.cfg.early_call_every
+    if not (_due(loop.monitor_every, step) or _due(every, step)) or not dist.is_main():
+        return None
     cuda = torch.device(loop.device)
     with torch.random.fork_rng(devices=[cuda.index or 0] if cuda.type == "cuda" else []):
         readings = probe(loop.model, loop.probe_images, loop.data, loop.device)
-    append_row(paths.monitor_log, {"step": step, "epoch": step / loop.steps_per_epoch, "total_steps": loop.total,
-                                   "monitor_every": loop.monitor_every, **readings})
+    row = {"step": step, "epoch": step / loop.steps_per_epoch, "total_steps": loop.total,
+           "monitor_every": loop.monitor_every, **({"early_call_every": every} if every else {}), **readings}
+    append_row(paths.monitor_log, row)
+    return row
+
+
+def _early_call(loop: _Loop, part: _EpochPart, row: dict | None) -> dict | None:
+    """The decision to stop because the early-call rule called collapse on the readings so far
+    (rank 0's readings decide for all ranks), as the checkpoint's stop record; ``None`` to go on.
+
+    The rule sees the readings every ``early_call_every`` steps; none at the run's last step,
+    where stopping would save nothing.
+    """
+    step = part.epoch * loop.steps_per_epoch + part.step
+    if loop.rule is None or not _due(loop.cfg.early_call_every, step) or step >= loop.total:
+        return None
+    reading = MonitorReading.from_row(row, loop.total) if row is not None else None
+    if reading is not None:
+        loop.readings.append(reading)
+    called = loop.rule.call(loop.readings) if reading is not None else None
+    called = called if called == reading else None  # a call on an earlier reading would have stopped there
+    if not dist.mean_over_ranks(torch.tensor(float(called is not None))) > 0:
+        return None
+    msg = f"early call at step {step}/{loop.total} ({100 * step / loop.total:.1f}% of training): {loop.rule.describe()}"
+    if called is not None:
+        msg += (f"; the reading was {called.status} (spread {called.spread:.2e}, effective dims "
+                f"{called.effective_dims:.1f})")
+    return {"status": "stopped_early", "epochs": step // loop.steps_per_epoch, "step": step,
+            "fraction": step / loop.total, "reading": dataclasses.asdict(called) if called else None,
+            "message": msg}
 
 
 def _epoch_row(loop: _Loop, part: _EpochPart) -> dict:
@@ -369,6 +425,8 @@ def _save(loop: _Loop, paths: RunPaths, epochs_done: int, stop: dict | None, ide
                  "generator": loop.gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epochs_done,
                  "stop": json.dumps(stop) if stop else None,
                  "identity": json.dumps(identity) if identity is not None else None}
+        if loop.rule is not None:
+            state["early_call"] = json.dumps([dataclasses.asdict(r) for r in loop.readings])
         if part is not None:
             state["partial"] = part.to_state()
         save_checkpoint(paths.checkpoint, state)
@@ -388,9 +446,22 @@ def _end_epoch(loop: _Loop, paths: RunPaths, row: dict, stop: dict | None, ident
              f"eff. dims {row['probe_effective_dims']:.1f} {row['probe_status']} "
              f"{row['images_per_s']:.0f} img/s, data {100 * row['data_share']:.0f}%")
     maybe_fault(f"after_epoch:{row['epoch']}")
-    if stop and dist.is_main():
+    if stop:
+        _record_stop(paths, stop)
+
+
+def _record_stop(paths: RunPaths, stop: dict) -> None:
+    """Write the status of a run that stopped early (rank 0), after the checkpoint that holds the decision."""
+    if dist.is_main():
         atomic_write_json(paths.train_status, stop)
         _log(f"{paths.label}: {stop['message']}; training stopped, the encoder is still evaluated")
+
+
+def _stop_mid_epoch(loop: _Loop, paths: RunPaths, part: _EpochPart, identity: dict | None) -> TrainOutcome:
+    """Checkpoint the weights where the early-call rule stopped, with its decision, then record it."""
+    _save(loop, paths, part.epoch, loop.early_stop, identity, part)
+    _record_stop(paths, loop.early_stop)
+    return _outcome(loop.early_stop)
 
 
 def _diverged(paths: RunPaths, outcome: TrainOutcome, label: str) -> TrainOutcome:
@@ -453,8 +524,10 @@ def pretrain(
             diverged = _train_epoch(loop, part, paths, identity, interactive)
             if diverged:
                 return _diverged(paths, diverged, paths.label)
+            if loop.early_stop and part.step < loop.steps_per_epoch:
+                return _stop_mid_epoch(loop, paths, part, identity)
             row = _epoch_row(loop, part)
-            stop, part = _collapse_stop(loop, row), None
+            stop, part = loop.early_stop or _collapse_stop(loop, row), None
             _end_epoch(loop, paths, row, stop, identity)
             if stop:
                 return _outcome(stop)
