@@ -77,15 +77,17 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _coords(c: tuple[tuple[str, Any], ...]) -> str:
+def coords_text(c: tuple[tuple[str, Any], ...]) -> str:
+    """``a=1, b=2`` (``-`` for none)."""
     return ", ".join(f"{a}={v}" for a, v in c) or "-"
 
 
-def _cell_row(c: CellStats, metrics: tuple[str, ...]) -> list[str]:
+def cell_row(c: CellStats, metrics: tuple[str, ...]) -> list[str]:
+    """One cell as table text: coordinates, seeds, metrics, P(complete/dimensional/collapse), onset, settle."""
     onset = "" if c.onset.fraction is None else (
         f"{c.onset.fraction:.2f}" + ("" if c.onset.epoch is None else f" (ep {c.onset.epoch:.2f})"))
     settle = "" if c.settle.fraction is None else f"{c.settle.fraction:.2f}"
-    return [_coords(c.coordinates), str(len(c.seeds)), *(_est(c.metrics.get(m)) for m in metrics),
+    return [coords_text(c.coordinates), str(len(c.seeds)), *(_est(c.metrics.get(m)) for m in metrics),
             _prop(c.complete), _prop(c.dimensional), _prop(c.collapse),
             f"{onset} ({c.onset.n_onset}/{c.onset.n_monitored})", f"{settle} ({c.settle.n_settled}/{c.settle.n})"]
 
@@ -97,7 +99,7 @@ def cells_md(atlas: Atlas) -> str:
     parts = []
     for g in atlas.grids:
         parts.append(f"### {g.name} ({g.base}; axes {', '.join(g.axes)})\n\n"
-                     + _table(head, [_cell_row(c, atlas.metrics) for c in g.cells]))
+                     + _table(head, [cell_row(c, atlas.metrics) for c in g.cells]))
     return "\n".join(parts)
 
 
@@ -113,7 +115,7 @@ def slices_md(atlas: Atlas) -> str:
 
 def effects_md(atlas: Atlas) -> str:
     """One row per effect: its value under each recipe and the verdict."""
-    rows = [[e.grid, f"{e.knob} {e.lo} -> {e.hi}", e.metric, e.by, _coords(e.fixed),
+    rows = [[e.grid, f"{e.knob} {e.lo} -> {e.hi}", e.metric, e.by, coords_text(e.fixed),
              "; ".join(f"{a.recipe}: {a.delta:+.4f}" + ("" if math.isnan(a.ci95) else f" ± {a.ci95:.4f}")
                        for a in e.at), e.verdict] for e in atlas.effects]
     return _table(["grid", "effect", "metric", "under each", "fixed", "delta ± 95% Welch", "verdict"], rows)
@@ -126,7 +128,7 @@ def scalings_md(atlas: Atlas) -> str:
         rows = [[f.quantity, _num(f.mismatch_knob, ".4f"), _num(f.mismatch_product, ".4f"), f.verdict] for f in s.fits]
         bounds = [[str(v), ", ".join(f"{x:.3g}" for x in k) or "none", ", ".join(f"{x:.3g}" for x in p) or "none"]
                   for v, k, p in s.boundaries]
-        parts.append(f"### {s.grid}: {s.knob} x {s.scale}" + (f" at {_coords(s.fixed)}" if s.fixed else "") + "\n\n"
+        parts.append(f"### {s.grid}: {s.knob} x {s.scale}" + (f" at {coords_text(s.fixed)}" if s.fixed else "") + "\n\n"
                      + _table(["quantity", f"mismatch vs {s.knob}", f"mismatch vs {s.knob} x {s.scale}", "verdict"], rows)
                      + "\n" + _table([s.scale, f"boundary in {s.knob}", f"boundary in {s.knob} x {s.scale}"], bounds))
     return "\n".join(parts) or "(no grid crosses a knob with its scale axis)\n"
