@@ -8,10 +8,10 @@ the union of their axes, each run placed by its own resolved recipe (so
 two sweeps share keeps the first sweep's runs only (the same seeds would count twice).
 
 **Effect under several recipes.** For knob A and a second axis B (the others
-fixed), the A values present at every value of B give effects ``A = hi`` minus
-``A = lo`` (neighbouring common values, and the extremes) of each labelled
+fixed), the A values present at two or more values of B give effects ``A = hi``
+minus ``A = lo`` (neighbouring such values, and the extremes) of each labelled
 metric, each with a 95% Welch interval (:func:`sslbench.stats.welch_ci95`) at
-each value of B. Verdict: ``robust`` when every interval excludes 0 with one
+every value of B that has both cells (two or more of them). Verdict: ``robust`` when every interval excludes 0 with one
 sign; ``within noise`` when none excludes 0; otherwise ``recipe-dependent``;
 ``needs 2+ seeds`` when an interval is missing.
 
@@ -187,12 +187,16 @@ def effects(grid: Grid) -> list[Effect]:
         for fixed, by_recipe in _groups(grid, knob, by).items():
             if len(by_recipe) < 2:
                 continue
-            common = set.intersection(*(set(cells) for cells in by_recipe.values()))
-            values = sorted(common, key=sort_key)
-            recipes = sorted(by_recipe, key=sort_key)
+            counts: dict[Any, int] = {}
+            for cells in by_recipe.values():
+                for v in cells:
+                    counts[v] = counts.get(v, 0) + 1
+            values = sorted((v for v, k in counts.items() if k >= 2), key=sort_key)
             for (lo, hi), m in itertools.product(_pairs(values), metrics):
                 at = []
-                for b in recipes:
+                for b in sorted(by_recipe, key=sort_key):
+                    if lo not in by_recipe[b] or hi not in by_recipe[b]:
+                        continue
                     s = step(by_recipe[b][lo], by_recipe[b][hi], m, knob)
                     if s is not None:
                         at.append(EffectAt(b, s.delta, s.ci95))
