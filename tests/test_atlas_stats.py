@@ -9,7 +9,13 @@ from scipy import stats
 
 from sslbench.atlas.agreement import agreements, bootstrap_ci, kendall_tau
 from sslbench.atlas.cells import Proportion, all_cells
-from sslbench.atlas.interaction import EffectAt, effects, pooled_grids, scalings, verdict
+from sslbench.atlas.interaction import (
+    EffectAt,
+    effects,
+    pooled_grids,
+    scalings,
+    verdict,
+)
 from sslbench.atlas.runs import AtlasRun
 from sslbench.atlas.slices import Grid, boundary, monotone, slices, step
 from sslbench.stats import welch_ci95
