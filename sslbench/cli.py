@@ -1,4 +1,4 @@
-"""Command line: ``sslbench run | eval | ls | leaderboard | compare | report | analyze | status``.
+"""Command line: ``sslbench run | eval | ls | leaderboard | compare | report | analyze | atlas | status``.
 
 Errors caused by input print one line and exit 2 (``--debug``, before or after the
 command, shows the traceback).
@@ -218,6 +218,13 @@ def _parser(command: str | None = None) -> _Parser:
     an.add_argument("dirs", nargs="+", help="run directories (--out of earlier runs)")
     an.add_argument("--write", help="also write analysis.{md,json} into this directory")
     _grouping_arguments(an)
+
+    at = command_parser("atlas", "the collapse atlas of sweeps: per-cell collapse odds, boundaries, interactions, "
+                                 "label-free agreement, early call")
+    at.add_argument("dirs", nargs="+", help="output directories of `sslbench run --config` with [sweeps]")
+    at.add_argument("--write", help="write atlas.md, atlas.json and the figures (dose-*.png, phase-*.png) here "
+                                    "(default: print the markdown)")
+    at.add_argument("--split", choices=("test", "val"), default="test", help="which split's results (default test)")
     return ap
 
 
@@ -427,6 +434,22 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_atlas(args: argparse.Namespace) -> int:
+    from sslbench.atlas.build import build_atlas
+    from sslbench.atlas.render import to_markdown
+
+    atlas = build_atlas(args.dirs, args.split)
+    if not args.write:
+        print(to_markdown(atlas), end="")
+        return 0
+    from sslbench.atlas.write import write_atlas
+
+    written = write_atlas(atlas, args.write)
+    figures = [p.name for p in written if p.suffix == ".png"]
+    print(f"wrote {written[0]}, {written[1]} and {len(figures)} figures ({', '.join(figures) or 'none'})")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from sslbench.report import write_report
 
@@ -462,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.debug = getattr(args, "debug", False)
     handlers = {"run": _cmd_run, "eval": _cmd_eval, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard,
-                "compare": _cmd_compare, "report": _cmd_report, "analyze": _cmd_analyze, "status": _cmd_status}
+                "compare": _cmd_compare, "report": _cmd_report, "analyze": _cmd_analyze, "atlas": _cmd_atlas,
+                "status": _cmd_status}
     try:
         _check_names(args)
         _convert_later(ap.commands[args.command], args)

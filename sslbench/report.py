@@ -8,9 +8,11 @@ metric, badges per method (every ordered label a protocol records, such as
 the spectra per method (the artifacts a protocol declares as ``"spectrum"``
 plots, such as the collapse suite's ``spectrum_backbone`` and
 ``spectrum_projector``: covariance eigenvalues, each divided by its largest)
-and the training curves per method from the training log (loss, its named
+the training curves per method from the training log (loss, its named
 terms, the std of the l2-normalised embeddings against ``1/sqrt(D)``, probe
-RankMe).
+RankMe) and, when the results carry sweep coordinates, the collapse atlas
+(:mod:`sslbench.atlas`: per-cell collapse odds, boundaries, dose-response and
+P(collapse) figures).
 
 The charts are meant to be read, not only drawn: bars start at 0 (a bar's
 length is its value), each carries its value, whiskers are 95% CIs over seeds
@@ -379,6 +381,11 @@ def build_report(dirs: list[str | Path], title: str | None = None, group_by: lis
         "<h2>Spectrum</h2>", spectrum_section(runs, methods, spectrum_plots(records)),
         "<h2>Training curves</h2>", curves_section(runs, methods),
     ]
+    if any(r.run.sweep is not None for r in records):
+        from sslbench.atlas.build import build_atlas
+        from sslbench.atlas.report_section import atlas_section
+
+        body += ["<h2>Collapse atlas</h2>", atlas_section(build_atlas(dirs))]
     return page(title, "\n".join(body), REPORT_CSS)
 
 
