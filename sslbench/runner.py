@@ -389,21 +389,25 @@ def run(cfg: RunConfig, execution: Execution | None = None) -> int:
                 log(f"sslbench: removed {len(stray)} temp file(s) of writes cut short: "
                     f"{', '.join(p.name for p in stray[:3])}")
         lock.share()
+        record_plan(layout.out, plan_entries(plan, cfg))
         with Manifest(layout.out, cfg, execution=execution.describe(), alone=lock.alone) as manifest:
             if execution.kind == "slurm":
                 manifest.status_on_success = "finished" if execution.slurm.wait else "submitted"
 
             def execute(p: Plan) -> int:
-                record_plan(layout.out, plan_entries(p, cfg))
                 if execution.kind == "slurm":
                     return _slurm(p, cfg, execution, layout)
                 if execution.kind == "local":
                     return _local(p, cfg, execution, manifest)
                 return _sequential(p, cfg, execution, manifest)
 
+            def execute_round(p: Plan) -> int:  # a search's probes, planned one round at a time
+                record_plan(layout.out, plan_entries(p, cfg))
+                return execute(p)
+
             manifest.failures = execute(plan) if len(plan) or not searching else 0
             if searching:
-                results, failed = bisect_sweep.run_searches(cfg, layout, entry_maker(cfg), execute)
+                results, failed = bisect_sweep.run_searches(cfg, layout, entry_maker(cfg), execute_round)
                 manifest.failures += failed
                 bisect_sweep.write_reports(layout, results)
                 print("\n".join(bisect_sweep.report_lines(results)), flush=True)
