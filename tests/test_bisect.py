@@ -338,3 +338,14 @@ def test_a_real_search_on_the_smoke_preset_records_its_probes(tmp_path, cli):
     rc, again, err = cli("run", "--config", str(_config(tmp_path, text)), "--out", str(out))  # replays: nothing to run
     assert rc == 0 and search["line"] in again and "epoch" not in err
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/results/collapse.json")} == written
+
+
+def test_a_grid_beside_a_search_runs_one_search_per_point_and_names_probes_search_axis_first(tmp_path):
+    text = SEARCH.format(steps=2).replace('seeds = [0, 1, 2]', 'seeds = [0, 1]\ngrid = { "train.batch_size" = [64, 128] }')
+    cfg = load_toml(_config(tmp_path, text)).resolved()
+    searches = searches_of(cfg)
+    assert [(s.fixed, s.seed) for s in searches] == [({"train.batch_size": 64}, 0), ({"train.batch_size": 64}, 1),
+                                                    ({"train.batch_size": 128}, 0), ({"train.batch_size": 128}, 1)]
+    cell = searches[2].cell(16.0)
+    assert cell.name == "mu-var_coeff_16-batch_size_128" and cell.changes.train == {"batch_size": 128}
+    assert searches[2].label == "mu [batch_size=128] seed0"
