@@ -33,12 +33,20 @@ TOML layout::
     grid = { "loss.var_coeff" = [0, 1, 5, 25], "heads.proj_dim" = [64, 256, 1024] }
     seeds = [0, 1, 2, 3, 4]    # default: [run] seeds
 
+    [sweeps.vicreg_mu_boundary]   # a boundary search: bisect one axis between two ends, per seed
+    base = "vicreg"
+    bisect = { axis = "loss.var_coeff", low = 0.0, high = 25.0, scale = "log", steps = 5 }
+    grid = { "train.batch_size" = [128] }   # optional: other axes, one search per grid point
+
 A grid axis is ``<section>.<field>``: a loss field (``loss.``), a target-update
 field (``target.``, BYOL's EMA rates), a :class:`~sslbench.method.TrainConfig`
 field (``train.``), a head size of the base (``heads.``) or a
 :class:`~sslbench.method.ViewConfig` field changed in both views (``views.``).
 A file with ``[sweeps]`` runs its sweeps, and ``[run] methods`` (none by
-default then) beside them; :mod:`sslbench.sweep` expands them into runs.
+default then) beside them; :mod:`sslbench.sweep` expands them into runs. A
+``bisect`` table (:class:`sslbench.bisection.Bisect`: ``axis``, ``low``, ``high``,
+``scale``, and ``steps`` or ``resolution``, and on a log scale from 0 an optional
+``floor``) makes the sweep a boundary search, run by :mod:`sslbench.bisect_sweep`.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
+from sslbench.bisection import LOG_FLOOR_FRACTION, MAX_STEPS, SCALES, Bisect, steps_for
 from sslbench.errors import SslbenchError, did_you_mean
 from sslbench.io import read_small_file
 from sslbench.layout import check_path_name
@@ -279,6 +288,8 @@ class Sweep:
         seeds: The seeds of every cell (``None``: the run's seeds).
         summary: One line for listings.
         source: Where it was declared (``<file> [sweeps.<name>]``), for messages.
+        bisect: A boundary search along one more axis (``None``: a plain grid); each grid
+            point and seed then runs one search (:mod:`sslbench.bisect_sweep`).
     """
 
     name: str
@@ -288,11 +299,13 @@ class Sweep:
     seeds: tuple[int, ...] | None = None
     summary: str = ""
     source: str = ""
+    bisect: Bisect | None = None
 
     @property
     def size(self) -> int:
-        """The number of cells (the product of the axes' lengths)."""
-        return math.prod(len(v) for v in self.values)
+        """The number of cells (the product of the axes' lengths), at most (times a search's
+        ``2 + steps`` probes) for a boundary search."""
+        return math.prod(len(v) for v in self.values) * (self.bisect.max_probes if self.bisect else 1)
 
 
 @dataclass
@@ -400,6 +413,10 @@ class RunConfig:
         if not r.seeds:
             raise SslbenchError("at least one seed is needed")
         r.sweeps = {name: check_sweep(sweep) for name, sweep in r.sweeps.items()}
+        searches = [s.name for s in r.sweeps.values() if s.bisect is not None]
+        if searches and "collapse" not in r.protocols:
+            raise SslbenchError(f"sweep {searches[0]!r} bisects for the collapse boundary, so it needs the 'collapse' "
+                                "protocol; add it to [run] protocols (or --protocols)")
         bases = [s.base for s in r.sweeps.values()]
         trained = [m for m in map(registry("methods").get, r.methods + bases) if m.encoder == "trained"]
         head_names = {k for m in trained for k in m.resolve(r.preset)[1]}
@@ -613,8 +630,8 @@ def _register_variant(name: str, spec: Any, where: str) -> None:
     methods.register(name, variant, source=where)
 
 
-def _axis_rules(base: Method, axis: str, where: str) -> tuple[type | None, str, dict[str, Rule]]:
-    """What a grid axis names: ``(dataclass its field belongs to, field, bounds)``; heads have no dataclass.
+def _axis_rules(base: Method, axis: str, where: str, kind: str = "grid") -> tuple[type | None, str, dict[str, Rule]]:
+    """What a grid (or ``bisect``) axis names: ``(dataclass its field belongs to, field, bounds)``; heads have no dataclass.
 
     Raises:
         SslbenchError: for a malformed axis, a section the base has none of (``target`` on a method
@@ -622,24 +639,24 @@ def _axis_rules(base: Method, axis: str, where: str) -> tuple[type | None, str, 
     """
     section, dot, name = axis.partition(".")
     if not dot or not name or section not in AXIS_SECTIONS:
-        raise SslbenchError(f"{where}: grid axis {axis!r} must be '<section>.<field>' with section one of "
+        raise SslbenchError(f"{where}: {kind} axis {axis!r} must be '<section>.<field>' with section one of "
                             f"{', '.join(AXIS_SECTIONS)} (e.g. 'loss.var_coeff', 'heads.proj_dim')")
     if section in ("loss", "target"):
         cfg = base.loss if section == "loss" else base.target
         if cfg is None:
-            raise SslbenchError(f"{where}: grid axis {axis!r}: {base.name!r} has no {section} to change")
+            raise SslbenchError(f"{where}: {kind} axis {axis!r}: {base.name!r} has no {section} to change")
         known = {f.name for f in dataclasses.fields(cfg)}
         if name not in known:
-            raise did_you_mean(name, known, f"{section} field of {base.name!r} in {where} grid")
+            raise did_you_mean(name, known, f"{section} field of {base.name!r} in {where} {kind}")
         return type(cfg), name, field_rules(type(cfg))
     if section == "heads":
         known = set(base.heads) | {h for over in base.presets.values() for h in (over.get("heads") or {})}
         if name not in known:
-            raise did_you_mean(name, known, f"head of {base.name!r} in {where} grid")
+            raise did_you_mean(name, known, f"head of {base.name!r} in {where} {kind}")
         return None, name, {name: HEAD}
     cls, rules = (TrainConfig, TRAIN_RULES) if section == "train" else (ViewConfig, VIEW_RULES)
     if name not in {f.name for f in dataclasses.fields(cls)}:
-        raise did_you_mean(name, {f.name for f in dataclasses.fields(cls)}, f"{section} field in {where} grid")
+        raise did_you_mean(name, {f.name for f in dataclasses.fields(cls)}, f"{section} field in {where} {kind}")
     return cls, name, rules
 
 
@@ -667,7 +684,7 @@ def check_sweep(sweep: Sweep) -> Sweep:
     base: Method = registry("methods").get(sweep.base)
     if base.encoder != "trained":
         raise SslbenchError(f"{where}: 'base' must be a trained method; {sweep.base!r} is a floor")
-    if not sweep.axes:
+    if not sweep.axes and sweep.bisect is None:
         raise SslbenchError(f"{where}: 'grid' is empty; give at least one axis and its values, "
                             'e.g. grid = { "loss.var_coeff" = [0, 1, 5] }')
     if len(sweep.values) != len(sweep.axes):
@@ -690,7 +707,72 @@ def check_sweep(sweep: Sweep) -> Sweep:
         if len(set(seeds)) != len(seeds):
             raise SslbenchError(f"{where}: 'seeds' lists a seed twice: {list(seeds)}")
         seeds = tuple(seeds)
-    return dataclasses.replace(sweep, axes=tuple(sweep.axes), values=tuple(values), seeds=seeds)
+    bisect = _check_bisect(base, sweep.bisect, tuple(sweep.axes), where) if sweep.bisect is not None else None
+    return dataclasses.replace(sweep, axes=tuple(sweep.axes), values=tuple(values), seeds=seeds, bisect=bisect)
+
+
+def _number_type(cls: type | None, name: str) -> type | None:
+    """``int`` or ``float`` for a numeric field (heads are ints), else ``None`` (bools, strings, pairs)."""
+    if cls is None:
+        return int
+    hint = typing.get_type_hints(cls)[name]
+    options = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_args(hint) else [hint]
+    return options[0] if len(options) == 1 and options[0] in (int, float) else None
+
+
+def _check_bisect(base: Method, b: Bisect, grid_axes: tuple[str, ...], where: str) -> Bisect:
+    """Check a boundary search and return it with its ends converted and ``steps`` resolved.
+
+    Raises:
+        SslbenchError: for an axis the base lacks or that is not a number, an axis that is
+            also a grid axis, ends out of the field's range or ``low >= high``, an unknown
+            scale, a log scale below 0, a misplaced or out-of-range ``floor``, or ``steps``
+            (``resolution``) out of range.
+    """
+    w = f"{where}: bisect"
+    cls, name, rules = _axis_rules(base, b.axis, where, kind="bisect")
+    number = _number_type(cls, name)
+    if number is None:
+        hint = type_name(typing.get_type_hints(cls)[name]) if cls is not None else "?"
+        raise SslbenchError(f"{w} axis {b.axis!r} is not a number ({hint}); bisect a numeric field, e.g. 'loss.var_coeff'")
+    if b.axis in grid_axes:
+        raise SslbenchError(f"{w} axis {b.axis!r} is also a grid axis; give it in one place (grid axes are "
+                            "held fixed, one search per grid point)")
+    low, high = (_axis_value(cls, name, rules, v, f"{w} {end!r}") for end, v in (("low", b.low), ("high", b.high)))
+    if low >= high:
+        raise SslbenchError(f"{w}: 'low' must be below 'high', got low = {low!r}, high = {high!r}")
+    if b.scale not in SCALES:
+        raise SslbenchError(f"{w}: 'scale' must be 'linear' or 'log', got {b.scale!r}")
+    floor = _check_floor(b, low, high, w)
+    if b.resolution is not None:
+        rule = Bound(1.0, lo_open=True) if b.scale == "log" else Bound(0.0, lo_open=True)
+        why = rule.problem(b.resolution)
+        if why:
+            raise SslbenchError(f"{w}: 'resolution' {why}" + (" (on a log scale, the ratio of a bracket's ends)"
+                                                              if b.scale == "log" else ""))
+        steps = min(steps_for(float(b.resolution), low, high, b.scale, floor), MAX_STEPS)
+    else:
+        why = Bound(1, MAX_STEPS, integer=True).problem(b.steps)
+        if why:
+            raise SslbenchError(f"{w}: 'steps' {why}")
+        steps = b.steps
+    return dataclasses.replace(b, low=low, high=high, steps=steps, floor=floor, integer=number is int)
+
+
+def _check_floor(b: Bisect, low: Any, high: Any, w: str) -> Any:
+    """The positive floor of a log-scale search from 0 (default ``high * LOG_FLOOR_FRACTION``), else ``None``."""
+    if b.scale == "log" and low < 0:
+        raise SslbenchError(f"{w}: a log scale needs low >= 0, got low = {low!r}")
+    if b.scale != "log" or low > 0:
+        if b.floor is not None:
+            raise SslbenchError(f"{w}: 'floor' is where log-scale midpoints start when low = 0; "
+                                f"it does not go with scale = {b.scale!r} and low = {low!r}")
+        return None
+    floor = high * LOG_FLOOR_FRACTION if b.floor is None else b.floor
+    why = Bound(0.0, float(high), lo_open=True, hi_open=True).problem(floor)
+    if why:
+        raise SslbenchError(f"{w}: 'floor' {why}")
+    return floor
 
 
 def _flat_grid(grid: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -704,7 +786,27 @@ def _flat_grid(grid: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-_SWEEP_KEYS = ("base", "summary", "grid", "seeds")
+_SWEEP_KEYS = ("base", "summary", "grid", "seeds", "bisect")
+_BISECT_KEYS = ("axis", "low", "high", "scale", "steps", "resolution", "floor")
+_BISECT_EXAMPLE = 'bisect = { axis = "loss.var_coeff", low = 0.0, high = 25.0, scale = "log", steps = 5 }'
+
+
+def _bisect_table(value: Any, where: str) -> Bisect:
+    """The :class:`~sslbench.bisection.Bisect` of a sweep's ``bisect`` table (checked by :func:`check_sweep`)."""
+    spec = dict(_table(value, f"{where}: 'bisect'"))
+    unknown = next((k for k in spec if k not in _BISECT_KEYS), None)
+    if unknown is not None:
+        raise SslbenchError(str(did_you_mean(unknown, _BISECT_KEYS, f"key in {where} bisect")))
+    missing = next((k for k in ("axis", "low", "high") if k not in spec), None)
+    if missing is not None:
+        raise SslbenchError(f"{where}: 'bisect' needs {missing!r}, e.g. {_BISECT_EXAMPLE}")
+    if not isinstance(spec["axis"], str):
+        raise SslbenchError(f"{where}: bisect 'axis' must be '<section>.<field>', got {spec['axis']!r}")
+    if ("steps" in spec) == ("resolution" in spec):
+        raise SslbenchError(f"{where}: 'bisect' needs one of 'steps' (midpoint probes after both ends) or "
+                            "'resolution' (the bracket width to stop at)")
+    return Bisect(spec["axis"], spec["low"], spec["high"], spec.get("scale", "linear"), spec.get("steps", 1),
+                  spec.get("floor"), resolution=spec.get("resolution"))
 
 
 def _sweep_table(name: str, spec: Any, where: str) -> Sweep:
@@ -716,7 +818,8 @@ def _sweep_table(name: str, spec: Any, where: str) -> Sweep:
     base = spec.get("base")
     if not isinstance(base, str):
         raise SslbenchError(f"{where}: a sweep needs 'base' (the method its cells change), a method name")
-    summary = spec.get("summary", f"{base} over a grid")
+    bisect = _bisect_table(spec["bisect"], where) if "bisect" in spec else None
+    summary = spec.get("summary", f"{base}: the collapse boundary along {bisect.axis}" if bisect else f"{base} over a grid")
     if not isinstance(summary, str):
         raise SslbenchError(f"{where}: 'summary' must be a string, got {summary!r}")
     grid = _flat_grid(_table(spec.get("grid", {}), f"{where}: 'grid'"))
@@ -724,7 +827,7 @@ def _sweep_table(name: str, spec: Any, where: str) -> Sweep:
     if seeds is not None and (not isinstance(seeds, list) or not all(_type_ok(x, int) for x in seeds)):
         raise SslbenchError(f"{where}: 'seeds' must be a list of integers, got {seeds!r}")
     return check_sweep(Sweep(name, base, tuple(grid), tuple(grid.values()), None if seeds is None else tuple(seeds),
-                             summary, where))
+                             summary, where, bisect))
 
 
 def _variant_order(variants: dict[str, Any], where: str) -> list[str]:

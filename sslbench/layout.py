@@ -15,6 +15,7 @@
     <out>/cache/features/<key>/                     cached features
     <out>/manifest.json, <out>/.manifest.lock, <out>/.sslbench.lock
     <out>/plan.json                                 every run planned on this directory (``sslbench status``)
+    <out>/bisect/<sweep>.json                       a boundary search's brackets (:mod:`sslbench.bisect_sweep`)
     <out>/.submitit/                                submitit's job files and logs (``--executor slurm``)
     <out>/leaderboard.{md,csv,json,html} (leaderboard.val.* for --split val), report.html, analysis.{md,json}
 
@@ -35,7 +36,7 @@ from sslbench.lock import RUN_LOCK_NAME
 #: no hidden files.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 #: Names taken by sslbench's own entries under ``--out``.
-RESERVED_NAMES = frozenset({"cache", "manifest.json", "plan.json", "report.html", "analysis.md", "analysis.json",
+RESERVED_NAMES = frozenset({"cache", "bisect", "manifest.json", "plan.json", "report.html", "analysis.md", "analysis.json",
                             *(f"leaderboard{s}.{ext}" for s in ("", ".val") for ext in ("md", "csv", "json", "html"))})
 _SEED_DIR = re.compile(r"seed(\d+)")
 
@@ -210,6 +211,14 @@ class RunLayout:
     def plan(self) -> Path:
         """Every run planned on this directory, with what makes it current (:mod:`sslbench.manifest`)."""
         return self.out / "plan.json"
+
+    def bisect(self, sweep: str) -> Path:
+        """The brackets of the boundary search ``sweep`` (:mod:`sslbench.bisect_sweep`).
+
+        Raises:
+            SslbenchError: when ``sweep`` is not a safe path component.
+        """
+        return self.out / "bisect" / f"{check_path_name(sweep, 'sweep name')}.json"
 
     @property
     def submitit(self) -> Path:

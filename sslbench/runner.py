@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sslbench import bisect_sweep, executors
 from sslbench import distributed as dist
-from sslbench import executors
 from sslbench.augment import TwoViews
 from sslbench.backbones import build_backbone
 from sslbench.config import RecipeChanges, RunConfig
@@ -361,12 +361,18 @@ def run(cfg: RunConfig, execution: Execution | None = None) -> int:
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise SslbenchError("--device cuda was asked for, but torch sees no CUDA device")
     plan = build_plan(cfg, execution.max_runs)
+    searching = any(s.bisect is not None for s in cfg.sweeps.values())
+    if searching:
+        _check_searches(cfg, execution)
     if execution.kind == "slurm" and not execution.dry_run:
         executors.require_submitit()  # before anything is written
     if execution.dry_run:
         from sslbench.status import plan_report
 
-        print(plan_report(RunLayout(cfg.out), plan_entries(plan, cfg), execution.jobs), end="")
+        if len(plan) or not searching:
+            print(plan_report(RunLayout(cfg.out), plan_entries(plan, cfg), execution.jobs), end="")
+        if searching:
+            print("\n".join(bisect_sweep.plan_lines(cfg, RunLayout(cfg.out), entry_maker(cfg))))
         return 0
     if dist.init_from_env(cfg.device) and cfg.device == "cuda":
         cfg = dataclasses.replace(cfg, device=f"cuda:{dist.local_rank()}")
@@ -387,24 +393,61 @@ def run(cfg: RunConfig, execution: Execution | None = None) -> int:
         with Manifest(layout.out, cfg, execution=execution.describe(), alone=lock.alone) as manifest:
             if execution.kind == "slurm":
                 manifest.status_on_success = "finished" if execution.slurm.wait else "submitted"
-                manifest.failures = _slurm(plan, cfg, execution, layout)
-            elif execution.kind == "local":
-                manifest.failures = _local(plan, cfg, execution, manifest)
-            else:
-                manifest.failures = _sequential(plan, cfg, execution, manifest)
+
+            def execute(p: Plan) -> int:
+                if execution.kind == "slurm":
+                    return _slurm(p, cfg, execution, layout)
+                if execution.kind == "local":
+                    return _local(p, cfg, execution, manifest)
+                return _sequential(p, cfg, execution, manifest)
+
+            def execute_round(p: Plan) -> int:  # a search's probes, planned one round at a time
+                record_plan(layout.out, plan_entries(p, cfg))
+                return execute(p)
+
+            manifest.failures = execute(plan) if len(plan) or not searching else 0
+            if searching:
+                results, failed = bisect_sweep.run_searches(cfg, layout, entry_maker(cfg), execute_round)
+                manifest.failures += failed
+                bisect_sweep.write_reports(layout, results)
+                print("\n".join(bisect_sweep.report_lines(results)), flush=True)
     return manifest.failures
+
+
+def _check_searches(cfg: RunConfig, execution: Execution) -> None:
+    """Refuse what a boundary search cannot run under, before anything is written.
+
+    Raises:
+        SslbenchError: under ``torchrun`` (ranks would have to agree on every round's plan),
+            with ``--executor slurm`` without ``--wait`` (a round needs the last one's
+            results), or for a search whose end cells are invalid.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SslbenchError("a bisect sweep chooses each probe from the last one's result; run it without "
+                            "torchrun (one process, or --jobs N for the seeds side by side)")
+    if execution.kind == "slurm" and not execution.slurm.wait and not execution.dry_run:
+        raise SslbenchError("a bisect sweep chooses each probe from the last one's result, so each round must "
+                            "finish first: add --wait to --executor slurm")
+    bisect_sweep.check_searches(cfg)
 
 
 def plan_entries(plan: Plan, cfg: RunConfig) -> list[PlanEntry]:
     """The ``plan.json`` entries of ``plan``: what makes each run's results current."""
+    entry_of = entry_maker(cfg)
+    return [entry_of(r) for r in plan]
+
+
+def entry_maker(cfg: RunConfig) -> bisect_sweep.EntryOf:
+    """``entry_of(run)``: the plan entry of one run of ``cfg`` (its protocols' versions read once)."""
     protocols = {p.name: {"version": p.info().version, "params": p.info().params} for p in protocols_of(cfg, quiet=True)}
-    out = []
-    for r in plan:
+
+    def entry_of(r: PlannedRun) -> PlanEntry:
         spec = RunSpec.of(r.cell.method, r.seed, cfg, r.cell.changes, r.cell.sweep)
         epochs = spec.train.epochs if spec.method.encoder == "trained" else None
-        out.append(PlanEntry(r.cell.name, r.seed, json.loads(json.dumps(spec.identity(cfg))), protocols, epochs,
-                             r.cell.sweep))
-    return out
+        return PlanEntry(r.cell.name, r.seed, json.loads(json.dumps(spec.identity(cfg))), protocols, epochs,
+                         r.cell.sweep)
+
+    return entry_of
 
 
 def _load_data(cfg: RunConfig, quiet: bool = False) -> tuple[ImageData, tuple[torch.Tensor, torch.Tensor] | None]:

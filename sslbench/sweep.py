@@ -21,6 +21,12 @@ written shortest-first (``5``, ``0.5``, ``1e-05``), ``[lo, hi]`` pairs as
 (:func:`sslbench.layout.check_path_name`: longer than 128 characters, or a string
 value with other characters) becomes ``<sweep>-<10 hex digits>``, a hash of the
 coordinates.
+
+A sweep with a ``bisect`` table (a boundary search, :mod:`sslbench.bisect_sweep`) has
+no fixed cells: its probes are cells of the same kind (:func:`probe_cell`), named
+the same way with the searched axis first (``vicreg_mu-var_coeff_0.7906``), chosen
+round by round from the readings of the earlier ones, so :func:`build_plan` leaves
+them out.
 """
 
 from __future__ import annotations
@@ -175,6 +181,18 @@ def _cell(sweep: Sweep, base: Method, coordinates: dict[str, Any], seeds: tuple[
     return Cell(name, method, changes, seeds, SweepInfo(sweep.name, dict(coordinates)))
 
 
+def probe_cell(sweep: Sweep, fixed: dict[str, Any], value: Any, seeds: tuple[int, ...]) -> Cell:
+    """The cell of a boundary search's probe at ``value`` of its axis, the grid's other axes at ``fixed``."""
+    assert sweep.bisect is not None
+    base = registry("methods").get(sweep.base)
+    return _cell(sweep, base, {sweep.bisect.axis: value, **fixed}, seeds)
+
+
+def grid_points(sweep: Sweep) -> list[dict[str, Any]]:
+    """The points of ``sweep``'s grid, in grid order (one empty point for a search without a grid)."""
+    return [dict(zip(sweep.axes, point)) for point in itertools.product(*sweep.values)]
+
+
 def expand(sweep: Sweep, default_seeds: tuple[int, ...]) -> list[Cell]:
     """The cells of ``sweep`` in grid order (the last axis varying fastest).
 
@@ -184,7 +202,7 @@ def expand(sweep: Sweep, default_seeds: tuple[int, ...]) -> list[Cell]:
     """
     base = registry("methods").get(sweep.base)
     seeds = sweep.seeds if sweep.seeds is not None else tuple(default_seeds)
-    return [_cell(sweep, base, dict(zip(sweep.axes, point)), seeds) for point in itertools.product(*sweep.values)]
+    return [_cell(sweep, base, point, seeds) for point in grid_points(sweep)]
 
 
 def _check_size(cfg: RunConfig, plain: int, max_runs: int) -> None:
@@ -229,8 +247,18 @@ def build_plan(cfg: RunConfig, max_runs: int = MAX_RUNS) -> Plan:
     _check_size(cfg, (len(names) + len(floors)) * len(seeds), max_runs)
     cells = [Cell.of_method(methods.get(n), seeds) for n in names]
     for sweep in cfg.sweeps.values():
-        cells += expand(sweep, seeds)
+        cells += expand(sweep, seeds) if sweep.bisect is None else []  # a search's probes come round by round
     cells += [Cell.of_method(methods.get(n), seeds) for n in floors]
+    return plan_of(cfg, cells)
+
+
+def plan_of(cfg: RunConfig, cells: list[Cell]) -> Plan:
+    """The plan of ``cells`` times their seeds, seed-major, after checking their names and recipes.
+
+    Raises:
+        SslbenchError: for a cell named like a registered method or variant, two cells of
+            one name, or a cell whose recipe is out of range.
+    """
     _check_names(cells)
     for cell in cells:
         if cell.changes is not None:
