@@ -109,12 +109,12 @@ def test_layering(package, forbidden):
 #: The floors of ``sslbench/``, bottom first: a module imports only its own floor and those below.
 LAYERS = {
     "contracts": ["errors", "faults", "interrupts", "early_call", "types", "stats", "embedding_stats", "registry", "builtins", "presets", "protocol_sets", "json_fields", "splits",
-                  "records", "protocol", "method"],
+                  "records", "protocol", "method", "bisection"],
     "persistence": ["io", "layout", "lock", "store", "training_log", "manifest"],
     "engines": ["augment", "backbones", "heads", "optim", "distributed", "data", "features", "train", "encoders",
                 "feature_files", "checkpoint_formats", "preprocess"],
-    "orchestration": ["config", "sweep", "executors", "scoring", "status", "runner", "external"],
-    "readers": ["leaderboard", "leaderboard_render", "compare", "analysis", "report"],
+    "orchestration": ["config", "sweep", "bisect_sweep", "executors", "scoring", "status", "runner", "external"],
+    "readers": ["leaderboard", "leaderboard_render", "compare", "analysis", "atlas", "report"],
     "command line": ["cli", "__main__", "testing", "__init__"],
 }
 FLOOR = {f"sslbench.{m}": i for i, mods in enumerate(LAYERS.values()) for m in mods}
