@@ -52,7 +52,7 @@ def setup_threads(threads: int | None) -> int:
     """Use ``threads`` threads in torch and faiss (and say how many)."""
     import torch
 
-    n = threads or int(os.environ.get("OMP_NUM_THREADS", 0) or 0) or os.cpu_count() or 1
+    n = threads or int(os.environ.get("OMP_NUM_THREADS", "") or 0) or os.cpu_count() or 1
     torch.set_num_threads(n)
     try:
         import faiss
@@ -262,9 +262,42 @@ def random_convnet_features(width: int, n_train: int | None = None, n_test: int 
     encoder = build_backbone("convnet", data.channels, width)
     t0 = time.perf_counter()
     fs, _, hit = cached_features(encoder, data, CACHE / "features", "cpu", f"random_convnet_w{width}")
-    # In memory (the cache may hand out memory maps): the benchmarks time compute, not disk reads.
-    fs.train_x, fs.test_x = np.array(fs.train_x, dtype=np.float32), np.array(fs.test_x, dtype=np.float32)
-    return fs, hit, time.perf_counter() - t0
+    return in_memory(fs), hit, time.perf_counter() - t0
+
+
+def in_memory(fs):
+    """``fs`` with its train and test rows read into memory as float32 arrays.
+
+    The feature cache hands out memory maps; the benchmarks time compute, not disk reads.
+    """
+    import dataclasses
+
+    from sslbench.types import Split
+
+    def load(s: Split) -> Split:
+        z = None if s.z is None else np.array(s.z, dtype=np.float32)
+        return Split(np.array(s.x, dtype=np.float32), np.asarray(s.y), z)
+
+    return dataclasses.replace(fs, train=load(fs.train), test=load(fs.test))
+
+
+def feature_arrays(fs) -> dict[str, np.ndarray]:
+    """Every array of a :class:`sslbench.types.FeatureSet` by a dotted name (``train.x``, ``pairs.za``, ...).
+
+    Fields that are ``None`` (no projector, no transfer set, ...) are left out.
+    """
+    import dataclasses
+
+    out: dict[str, np.ndarray] = {}
+    for part in ("train", "test", "transfer", "pairs", "views"):
+        record = getattr(fs, part)
+        if record is None:
+            continue
+        for f in dataclasses.fields(record):
+            arr = getattr(record, f.name)
+            if arr is not None:
+                out[f"{part}.{f.name}"] = arr
+    return out
 
 
 def features_with_extras(encoder, data, cache_dir: Path, projector=None, views=None, transfer=None,

@@ -14,14 +14,13 @@ Two ways to time training steps on the same data, views and batch:
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import _common as C  # noqa: F401  (puts the checkout on sys.path)
+import _common as C
 import torch
 from torch import nn
 
@@ -82,14 +81,17 @@ def setup(method: str, small: bool, batch: int | None = None, width: int | None 
 
 def sslbench_images_per_s(s: Setup, model: nn.Module, seed: int = 0) -> float:
     """Images/s of the second epoch of sslbench's ``pretrain`` on ``s.data`` (fresh run directory)."""
-    from sslbench.train import METRICS, pretrain
+    from sslbench.layout import RunPaths
+    from sslbench.train import pretrain
+    from sslbench.training_log import read_log
 
     with tempfile.TemporaryDirectory(prefix="sslbench-bench-") as tmp:
-        out = pretrain(model, s.data, s.views, s.cfg, Path(tmp), seed, "cpu", label="bench")
+        paths = RunPaths(Path(tmp), "bench", seed)
+        out = pretrain(model, s.data, s.views, s.cfg, paths, seed, "cpu")
         if out.status != "finished":
             raise RuntimeError(f"pretrain ended {out.status}: {out.message}")
-        rows = [json.loads(ln) for ln in (Path(tmp) / METRICS).read_text().splitlines()]
-    return float(rows[-1]["images_per_s"])
+        rows = read_log(paths.metrics_log)
+    return rows[-1].numbers["images_per_s"]
 
 
 def bare_images_per_s(

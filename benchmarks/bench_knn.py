@@ -104,7 +104,7 @@ def main() -> int:
         test_x = rng.standard_normal((n_test, 8 * width), dtype=np.float32)
     else:
         fs, hit, sec = C.random_convnet_features(width, n_train, n_test, args.seed)
-        train_x, test_x = fs.train_x, fs.test_x
+        train_x, test_x = fs.train.x, fs.test.x
         print(f"   features: {'cache hit' if hit else 'extracted'} in {sec:.1f}s", flush=True)
 
     contenders = {
@@ -134,7 +134,7 @@ def main() -> int:
         t = C.best(times[name])
         rep.row(name, best_s=t, median_s=C.median(times[name]))
     for name in sorted(list(contenders)[1:], key=lambda n: not n.startswith("sklearn")):  # sklearn first: the headline
-        sims, idx = results[name]
+        _sims, idx = results[name]
         exact = exact_sims(train_x, test_x, idx)
         worst = float(np.abs(exact - ours_exact).max())
         same_pos = float((idx == ours_idx).mean())

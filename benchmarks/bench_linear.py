@@ -130,7 +130,7 @@ def _features(args, n_train: int, n_test: int, width: int):
         from sslbench.types import FeatureSet
 
         d = synthetic_features(n_train, n_test, 8 * width, seed=args.seed)
-        return FeatureSet(d["train_x"], d["train_y"], d["test_x"], d["test_y"]), "synthetic ReLU factor model"
+        return FeatureSet.of(d["train_x"], d["train_y"], d["test_x"], d["test_y"]), "synthetic ReLU factor model"
     fs, hit, sec = C.random_convnet_features(width, n_train, n_test, args.seed)
     print(f"   features: {'cache hit' if hit else 'extracted'} in {sec:.1f}s", flush=True)
     return fs, f"random-init ConvNet w{width} on Fashion-MNIST"
@@ -162,19 +162,19 @@ def main() -> int:
                   "gtol": proto.gtol}
     C.header(rep, args, threads)
     fs, rep.params["features"] = _features(args, n_train, n_test, width)
-    ty, tey = fs.train_y.astype(np.int64), fs.test_y.astype(np.int64)
+    ty, tey = fs.train.y.astype(np.int64), fs.test.y.astype(np.int64)
 
     ours_t, sk_t, bounds = [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        res = probe(fs.train_x, ty, fs.test_x, tey, proto.wd_grid, proto.val_fraction, proto.max_iter,
+        res = probe(fs.train.x, ty, fs.test.x, tey, proto.wd_grid, proto.val_fraction, proto.max_iter,
                     args.seed, fs.num_classes, proto.gtol)
         ours_t.append(time.perf_counter() - t0)
         n_val = len(ty) - res.gram_rows
-        bounds.append(gemm_bound(res, n_val, len(tey), fs.train_x.shape[1], fs.num_classes, threads))
+        bounds.append(gemm_bound(res, n_val, len(tey), fs.train.x.shape[1], fs.num_classes, threads))
         ours = res.metrics()
         t0 = time.perf_counter()
-        sk = sklearn_select_and_fit(fs.train_x, ty, fs.test_x, tey, proto.wd_grid, proto.val_fraction, sk_iter,
+        sk = sklearn_select_and_fit(fs.train.x, ty, fs.test.x, tey, proto.wd_grid, proto.val_fraction, sk_iter,
                                     args.seed, warm_start=not args.no_sk_warm_start)
         sk_t.append(time.perf_counter() - t0)
 

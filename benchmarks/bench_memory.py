@@ -75,8 +75,8 @@ def child(args) -> int:
     t0 = time.perf_counter()
     mode = "r" if args.load == "mmap" else None
     arrays = {n: np.load(args.data / f"{n}.npy", mmap_mode=mode) for n in ("train_x", "train_y", "test_x", "test_y")}
-    fs = FeatureSet(arrays["train_x"], np.asarray(arrays["train_y"]), arrays["test_x"], np.asarray(arrays["test_y"]),
-                    run="bench_memory")
+    fs = FeatureSet.of(arrays["train_x"], np.asarray(arrays["train_y"]), arrays["test_x"], np.asarray(arrays["test_y"]),
+                       run="bench_memory")
     rss_loaded = C.current_rss_mb()
     times = {}
     for name in args.child.split(","):
@@ -92,7 +92,7 @@ def run_child(args, protocols: list[str]) -> dict:
     cmd = [sys.executable, __file__, "--child", ",".join(protocols), "--data", str(args.data), "--load", args.load]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -105,7 +105,7 @@ def quick_run(method: str, small: bool) -> dict:
                "--references", "", "--preset", "smoke" if small else "quick", "--out", out]
         env = {**os.environ, "PYTHONPATH": f"{C.ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=C.ROOT, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=C.ROOT, env=env, check=False)
         wall = time.perf_counter() - t0
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     if proc.returncode != 0 or not m:
