@@ -176,6 +176,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "early_call_every": Bound(0, 10**9, integer=True),
     "early_call_consecutive": Bound(1, 10**6, integer=True),
     "early_call_after": Bound(0.0, 1.0, hi_open=True),
+    "early_call_stalled": Bound(1.0),
 }
 #: Bounds of every numeric :class:`~sslbench.augment.ViewConfig` field. Jitter strengths stop at
 #: 1: the factors are drawn from ``1 +- s`` without clipping at 0.

@@ -66,11 +66,17 @@ class EarlyCallRule:
         consecutive: How many readings in a row must carry one of them.
         after_fraction: Readings before this share of the run's steps are ignored
             (batch norm's running statistics and the first updates can read collapsed).
+        stalled: When set, a collapse reading counts only if its spread and effective
+            dimensions are at most ``stalled`` times the previous reading's: the outputs
+            stopped spreading out. A randomly initialised network's outputs read
+            collapsed and then spread out as a healthy run trains; a collapsing run's
+            do not. ``None`` counts every collapse reading.
     """
 
     statuses: tuple[str, ...] = ("complete",)
     consecutive: int = 2
     after_fraction: float = 0.02
+    stalled: float | None = None
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.statuses if s not in STATUSES or s == "healthy"]
@@ -80,6 +86,8 @@ class EarlyCallRule:
             raise SslbenchError(f"early call: consecutive must be >= 1, got {self.consecutive}")
         if not 0.0 <= self.after_fraction < 1.0:
             raise SslbenchError(f"early call: after_fraction must be in [0, 1), got {self.after_fraction}")
+        if self.stalled is not None and not (math.isfinite(self.stalled) and self.stalled >= 1.0):
+            raise SslbenchError(f"early call: stalled must be a finite number >= 1, got {self.stalled}")
 
     def call(self, readings: Sequence[MonitorReading]) -> MonitorReading | None:
         """The reading at which the rule calls collapse, or ``None`` if it never does.
@@ -87,18 +95,29 @@ class EarlyCallRule:
         Args:
             readings: The monitor's readings in step order.
         """
-        run = 0
+        run, previous = 0, None
         for r in readings:
+            counts = r.status in self.statuses and self._stalled_since(previous, r)
+            previous = r
             if r.fraction < self.after_fraction:
                 continue
-            run = run + 1 if r.status in self.statuses else 0
+            run = run + 1 if counts else 0
             if run >= self.consecutive:
                 return r
         return None
 
+    def _stalled_since(self, previous: MonitorReading | None, r: MonitorReading) -> bool:
+        """Whether ``r`` passes the :attr:`stalled` condition against the reading before it."""
+        if self.stalled is None:
+            return True
+        if previous is None:
+            return False
+        return r.spread <= self.stalled * previous.spread and r.effective_dims <= self.stalled * previous.effective_dims
+
     def describe(self) -> str:
         """One line for logs and the training status message."""
-        return (f"{self.consecutive} consecutive monitor readings {'/'.join(self.statuses)} "
+        stalled = "" if self.stalled is None else f", not spreading out (x{self.stalled:g} at most)"
+        return (f"{self.consecutive} consecutive monitor readings {'/'.join(self.statuses)}{stalled} "
                 f"after {100 * self.after_fraction:g}% of training")
 
 

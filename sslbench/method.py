@@ -128,6 +128,9 @@ class TrainConfig:
             ``complete``, or ``dimensional`` (which counts complete too).
         early_call_consecutive: Readings in a row the rule needs.
         early_call_after: Readings before this share of training are ignored.
+        early_call_stalled: Count a collapse reading only when the outputs stopped
+            spreading out (:attr:`sslbench.early_call.EarlyCallRule.stalled`); unset
+            counts every one.
     """
 
     epochs: int = 10
@@ -149,6 +152,7 @@ class TrainConfig:
     early_call_status: Literal["complete", "dimensional"] = added_field("complete")
     early_call_consecutive: int = added_field(2)
     early_call_after: float = added_field(0.02)
+    early_call_stalled: float | None = added_field(None)
 
 
 EncoderKind = Literal["trained", "random_init", "raw_pixels"]

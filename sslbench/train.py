@@ -202,7 +202,7 @@ def _rule(cfg: TrainConfig) -> EarlyCallRule | None:
     if not cfg.early_call_every:
         return None
     statuses = ("complete",) if cfg.early_call_status == "complete" else ("complete", "dimensional")
-    return EarlyCallRule(statuses, cfg.early_call_consecutive, cfg.early_call_after)
+    return EarlyCallRule(statuses, cfg.early_call_consecutive, cfg.early_call_after, cfg.early_call_stalled)
 
 
 def _resume(loop: _Loop, paths: RunPaths, identity: dict | None) -> tuple[int, dict | None, _EpochPart | None]:

@@ -24,6 +24,18 @@ def test_only_the_rules_statuses_count():
     assert EarlyCallRule(("complete", "dimensional"), 2, 0.0).call(readings).step == 2
 
 
+def test_a_stalled_rule_skips_outputs_that_are_still_spreading_out():
+    """A random network reads collapsed and spreads out (a healthy run); a collapsing run stops spreading."""
+    spreading = [MonitorReading(i, i / 10, "complete", 0.001 * 2**i, 1.5 + i, -0.1) for i in range(1, 5)]
+    stuck = [MonitorReading(i, i / 10, "complete", 0.004, 2.0 * 1.04**i, -0.1) for i in range(1, 5)]
+    rule = EarlyCallRule(consecutive=2, after_fraction=0.0, stalled=1.05)
+    assert EarlyCallRule(consecutive=2, after_fraction=0.0).call(spreading).step == 2
+    assert rule.call(spreading) is None
+    assert rule.call(stuck).step == 3  # the first reading has no previous one to be compared with
+    assert EarlyCallRule(consecutive=2, after_fraction=0.0, stalled=1.03).call(stuck) is None  # 4% growth: spreading
+    assert "not spreading out (x1.05 at most)" in rule.describe()
+
+
 def test_settle_fraction_is_where_the_monitor_last_starts_agreeing():
     assert settle_fraction(_seq("healthy", "complete", "healthy", "complete", "complete"), "complete") == 0.4
     assert settle_fraction(_seq("complete", "complete"), "complete") == 0.1
@@ -40,7 +52,7 @@ def test_a_row_without_monitor_readings_is_no_reading():
 
 
 @pytest.mark.parametrize("kwargs", [{"statuses": ()}, {"statuses": ("healthy",)}, {"consecutive": 0},
-                                    {"after_fraction": 1.0}])
+                                    {"after_fraction": 1.0}, {"stalled": 0.9}, {"stalled": float("nan")}])
 def test_bad_rules_are_refused(kwargs):
     with pytest.raises(SslbenchError, match="early call"):
         EarlyCallRule(**kwargs)

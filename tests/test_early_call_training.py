@@ -124,10 +124,16 @@ def test_the_rules_settings_are_checked_at_the_config_edge(tmp_path):
     for line, why in (("early_call_every = -1", r"'early_call_every' must be an integer in 0\.\."),
                       ("early_call_after = 1", r"'early_call_after' must be a number in \[0, 1\), got 1"),
                       ("early_call_consecutive = 0", r"'early_call_consecutive' must be an integer in 1\.\."),
-                      ('early_call_status = "healthy"', r"'early_call_status' must be 'complete' or 'dimensional'")):
+                      ('early_call_status = "healthy"', r"'early_call_status' must be 'complete' or 'dimensional'"),
+                      ("early_call_stalled = 0.5", r"'early_call_stalled' must be a finite number >= 1, got 0\.5")):
         path.write_text(f"[train]\n{line}\n")
         with pytest.raises(SslbenchError, match=why) as err:
             load_toml(path)
         assert "\n" not in str(err.value)
     path.write_text('[sweeps.e]\nbase = "vicreg"\ngrid = { "train.early_call_every" = [0, 50] }\n')
     assert load_toml(path).sweeps["e"].values == ((0, 50),)
+
+
+def test_the_stalled_condition_reaches_the_training_rule():
+    assert train_mod._rule(TrainConfig(early_call_every=4)).stalled is None
+    assert train_mod._rule(TrainConfig(early_call_every=4, early_call_stalled=1.05)).stalled == 1.05

@@ -28,7 +28,9 @@ TARGET_FRACTION = 0.10
 TARGET_PRECISION = 0.95
 #: The rules replayed: the default (training's) first, then variants of it.
 RULES = (EarlyCallRule(), *(EarlyCallRule(s, k, a) for s in (("complete",), ("complete", "dimensional"))
-                            for k in (1, 2, 3) for a in (0.02, 0.1) if (s, k, a) != (("complete",), 2, 0.02)))
+                            for k in (1, 2, 3) for a in (0.02, 0.1) if (s, k, a) != (("complete",), 2, 0.02)),
+         *(EarlyCallRule(s, k, 0.02, t) for s in (("complete",), ("complete", "dimensional"))
+           for k in (2, 3) for t in (1.05, 1.1)))
 
 
 @dataclass(frozen=True)
