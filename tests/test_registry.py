@@ -1,4 +1,4 @@
-"""The one registry, "did you mean" errors, and the layering rules (README "Layout")."""
+"""The one registry, "did you mean" errors, and the layering rules (docs/layout.md)."""
 
 import ast
 from pathlib import Path
@@ -132,7 +132,7 @@ def _floor(module: str) -> int | None:
 
 def test_every_sslbench_module_has_a_floor():
     missing = sorted({_module(p) for p in (ROOT / "sslbench").rglob("*.py")} - set(FLOOR))
-    assert not missing, f"add {missing} to LAYERS (and to README's Layout section)"
+    assert not missing, f"add {missing} to LAYERS (and to docs/layout.md)"
 
 
 def test_nothing_imports_upward_inside_sslbench():
@@ -147,8 +147,8 @@ def test_nothing_imports_upward_inside_sslbench():
     assert not bad, "\n".join(bad)
 
 
-def test_the_readme_layout_names_every_module():
-    readme = (ROOT / "README.md").read_text()
+def test_the_layout_doc_names_every_module():
+    layout = (ROOT / "docs" / "layout.md").read_text()
     missing = [m for m in FLOOR if m not in ("sslbench.__init__", "sslbench.__main__")
-               and f"`{m.removeprefix('sslbench.')}" not in readme]
-    assert not missing, f"README's Layout section does not name {missing}"
+               and f"`{m.removeprefix('sslbench.')}" not in layout]
+    assert not missing, f"docs/layout.md does not name {missing}"
