@@ -213,17 +213,18 @@ def check_config_values(cfg: Any, values: dict[str, Any], where: str) -> None:
     Raises:
         SslbenchError: ``<where>: '<key>' must be ..., got ...``.
     """
-    check_values(field_rules(type(cfg)), {k: v for k, v in values.items() if v is not None}, where)
+    check_values(field_rules(type(cfg)), values, where)
 
 
 def check_values(rules: dict[str, Rule], values: dict[str, Any], where: str) -> None:
-    """Check the numbers in ``values`` against ``rules`` (keys without a rule pass).
+    """Check the numbers in ``values`` against ``rules`` (keys without a rule, and ``None``,
+    an optional field left unset, pass).
 
     Raises:
         SslbenchError: ``<where>: '<key>' must be ..., got ...`` for the first value out of range.
     """
     for key, value in values.items():
-        why = rules[key].problem(value) if key in rules else None
+        why = rules[key].problem(value) if key in rules and value is not None else None
         if why:
             raise SslbenchError(f"{where}: {key!r} {why}")
 
