@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import io
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from sslbench.layout import RunLayout
 from sslbench.records import DatasetInfo, MetricMeta, ProtocolInfo, ResultRecord, RunHeader, Timings, TrainOutcome
@@ -157,3 +159,94 @@ def records() -> RecordFactory:
     factory = RecordFactory()
     factory.base_scores = copy.deepcopy(BASE_SCORES)
     return factory
+
+
+# ----------------------------------------------------------------------------- fuzzing (docs/fuzzing.md)
+
+#: Examples of one unit: a property test asks for a multiple of ``settings.default.max_examples``.
+#: ``ci`` (the default) keeps the fuzz suite's share of a CI run small; ``SSLBENCH_FUZZ=long`` is
+#: the same suite, forty times over, for a run by hand.
+settings.register_profile("ci", max_examples=10, deadline=None, database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                                 HealthCheck.data_too_large])
+settings.register_profile("long", parent=settings.get_profile("ci"), max_examples=400)
+settings.load_profile(os.environ.get("SSLBENCH_FUZZ", "ci"))
+
+
+class Tree(NamedTuple):
+    """What a directory tree holds: relative path -> (kind, mode, mtime_ns, sha256) of each entry.
+
+    Directories are kept by kind alone: creating ``--out`` rightly changes its parent's mtime.
+    """
+
+    entries: dict[str, tuple[str, int, int, str]]
+
+    @classmethod
+    def of(cls, root: Path) -> Tree:
+        entries = {}
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in [*dirnames, *filenames]:
+                p = Path(dirpath) / name
+                st = os.lstat(p)
+                rel = str(p.relative_to(root))
+                if p.is_symlink():
+                    entries[rel] = ("link", 0, 0, os.readlink(p))
+                elif p.is_dir():
+                    entries[rel] = ("dir", 0, 0, "")
+                else:
+                    entries[rel] = ("file", st.st_mode, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        return cls(entries)
+
+    def changes(self, later: Tree) -> list[str]:
+        """The paths created, changed or deleted between this tree and ``later``."""
+        return sorted(k for k in {*self.entries, *later.entries} if self.entries.get(k) != later.entries.get(k))
+
+
+class Sandbox:
+    """A fresh directory per generated example, the working directory while the CLI runs.
+
+    Args:
+        root: The directory (created).
+    """
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True)
+        self.root = root
+
+    def call(self, *argv: str, out: str | None = None, keep: tuple[Path, ...] = (), malformed: bool = False,
+             env: dict[str, str] | None = None) -> CliResult:
+        """Run ``sslbench ARGV`` here and assert what every input surface owes its user.
+
+        (1) exit 0, 1 or 2 and no traceback; (2) ``malformed`` input is exit 2, or exit 1 with a
+        per-run ``ERROR <run>: ...`` line; (3) nothing outside ``out`` (a path under the sandbox)
+        is created, changed or deleted; (4) no file of ``keep`` (files under ``out`` that sslbench
+        did not write) is touched.
+        """
+        before = Tree.of(self.root)
+        cwd = os.getcwd()
+        os.chdir(self.root)
+        try:
+            res = run_sslbench(*argv, env=env)
+        finally:
+            os.chdir(cwd)
+        after = Tree.of(self.root)
+        assert res.rc in (0, 1, 2), res
+        assert "Traceback" not in res.err, res.err
+        if malformed:
+            assert res.rc == 2 or (res.rc == 1 and any(ln.startswith("ERROR ") for ln in res.err.splitlines())), res
+        if res.rc == 2:
+            lines = res.err.strip().splitlines()
+            assert lines and lines[-1].startswith("sslbench: error: "), res.err
+        inside = str(Path(out)) if out else None
+        outside = [c for c in before.changes(after) if inside is None or not (c == inside or c.startswith(inside + os.sep))]
+        assert outside == [], f"touched outside --out: {outside}"
+        kept = [str(p.relative_to(self.root)) for p in keep]
+        assert [k for k in kept if before.entries.get(k) != after.entries.get(k)] == [], "touched a file of the user's"
+        return res
+
+
+@pytest.fixture
+def sandboxes(tmp_path):
+    """``sandboxes()`` -> a fresh :class:`Sandbox` under ``tmp_path`` (one per hypothesis example)."""
+    count = iter(range(1_000_000))
+    return lambda: Sandbox(tmp_path / f"box{next(count)}")
