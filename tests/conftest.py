@@ -6,6 +6,7 @@ import contextlib
 import copy
 import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from sslbench.layout import RunLayout
 from sslbench.records import DatasetInfo, MetricMeta, ProtocolInfo, ResultRecord, RunHeader, Timings, TrainOutcome
@@ -250,3 +252,76 @@ def sandboxes(tmp_path):
     """``sandboxes()`` -> a fresh :class:`Sandbox` under ``tmp_path`` (one per hypothesis example)."""
     count = iter(range(1_000_000))
     return lambda: Sandbox(tmp_path / f"box{next(count)}")
+
+
+# Damaged JSON documents, for every fuzz test of a JSON input (tests/test_fuzz_*.py import them).
+
+big_numbers = st.sampled_from([10**400, -(10**400), 2**63, 2**64, -(2**63) - 1, 1e308, float("nan"),
+                               float("inf"), float("-inf"), -0.0])
+scalars = st.none() | st.booleans() | st.integers() | big_numbers | st.floats() | st.text(max_size=8) | st.sampled_from(
+    ["higher", "lower", "n/a", "healthy", "complete", "finished", "diverged", "knn", "top1", "vicreg", "%", "5%", ""])
+#: Values of the wrong type or size for most fields, drawn as often as all other values together.
+nasty = st.sampled_from([10**400, -1, 5, 2.5, float("inf"), "abc", "nan", "abc%", [1, "a"], ["x"], {}, [], None,
+                         {"a": 5}, {"a": "b"}, True])
+json_values = nasty | st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c,
+                                                                                                 max_size=3), max_leaves=6)
+
+
+def _paths(doc, prefix=()):
+    """Every key path of a JSON document, outermost first."""
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield (*prefix, k)
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield (*prefix, i)
+            yield from _paths(v, (*prefix, i))
+
+
+#: A stand-in replaced by JSON nested 100000 deep once the document is text (json.dumps would recurse).
+_TOO_DEEP = "<nested past the parser's depth>"
+
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@st.composite
+def damaged(draw, doc: dict, required: dict[str, type | None]) -> tuple[bytes, bool]:
+    """``(bytes of the file, whether it breaks the schema)``: ``doc`` with up to three edits, or junk.
+
+    An edit replaces a value (often with one of the wrong type or size), deletes it, or nests it
+    deep; it breaks the schema when it leaves a top-level key of ``required`` missing or of another
+    type (``None``: other than 1, a schema version).
+    """
+    if draw(st.integers(0, 9)) == 0:
+        whole = json.dumps(doc).encode()
+        junk = draw(st.sampled_from([b"", b"{", b"[1, 2]", b'"x"', b"\xff\xfe{}", b"null", _deep(100_000).encode(),
+                                     whole[: draw(st.integers(1, len(whole) - 1))]]) | st.binary(max_size=40))
+        return junk, True
+    doc = json.loads(json.dumps(doc))
+    breaks = False
+    for _ in range(draw(st.integers(1, 3))):
+        paths = list(_paths(doc))
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        *parent_path, key = path
+        parent = doc
+        for k in parent_path:
+            parent = parent[k]
+        op = draw(st.sampled_from(["replace", "delete", "deep"]))
+        if op == "delete":
+            del parent[key]
+        else:
+            parent[key] = draw(json_values) if op == "replace" else json.loads(_deep(draw(st.integers(1, 50))))
+        if op == "deep" and draw(st.booleans()):  # past the parser's depth: written as text below
+            parent[key] = _TOO_DEEP
+        if not parent_path and key in required:
+            typ, v = required[key], parent.get(key, KeyError)
+            breaks |= v is KeyError or (v != 1 if typ is None else isinstance(v, bool) or not isinstance(v, typ))
+    text = json.dumps(doc)
+    if json.dumps(_TOO_DEEP) in text:  # no reader gets past it
+        text, breaks = text.replace(json.dumps(_TOO_DEEP), _deep(100_000)), True
+    return text.encode(), breaks

@@ -16,65 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import damaged
+
 UNIT = settings.default.max_examples
-#: Fields a result must have, with the type it must have there.
+#: Fields a result must have, with the type it must have there (None: the schema version, 1).
 REQUIRED = {"schema_version": None, "method": str, "seed": int, "protocol": dict, "metrics": dict, "dataset": dict}
 RUN = ["run", "--preset", "smoke", "--methods", "", "--floors", "raw_pixels", "--protocols", "knn", "--out", "out"]
-
-big_numbers = st.sampled_from([10**400, -(10**400), 2**63, 2**64, -(2**63) - 1, 1e308, float("nan"),
-                               float("inf"), float("-inf"), -0.0])
-scalars = st.none() | st.booleans() | st.integers() | big_numbers | st.floats() | st.text(max_size=8) | st.sampled_from(
-    ["higher", "lower", "n/a", "healthy", "complete", "finished", "diverged", "knn", "top1", "vicreg", "%", "5%", ""])
-#: Values of the wrong type or size for most fields, drawn as often as all other values together.
-nasty = st.sampled_from([10**400, -1, 5, "abc", "nan", "abc%", [1, "a"], ["x"], {}, [], None, {"a": 5}, {"a": "b"}, True])
-json_values = nasty | st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c,
-                                                                                                 max_size=3), max_leaves=6)
-
-
-def _paths(doc, prefix=()):
-    """Every key path of a JSON document, outermost first."""
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            yield (*prefix, k)
-            yield from _paths(v, (*prefix, k))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            yield (*prefix, i)
-            yield from _paths(v, (*prefix, i))
-
-
-def _deep(depth: int) -> str:
-    return "[" * depth + "]" * depth
-
-
-@st.composite
-def damaged(draw, doc: dict) -> tuple[bytes, bool]:
-    """``(bytes of the file, whether it breaks the schema)``: ``doc`` with up to three edits, or junk."""
-    if draw(st.integers(0, 9)) == 0:
-        junk = draw(st.sampled_from([b"", b"{", b"[1, 2]", b'"x"', b"\xff\xfe{}", b"null", _deep(100_000).encode(),
-                                     json.dumps(doc).encode()[: draw(st.integers(1, 200))]]) | st.binary(max_size=40))
-        return junk, True
-    doc = json.loads(json.dumps(doc))
-    breaks = False
-    for _ in range(draw(st.integers(1, 3))):
-        paths = list(_paths(doc))
-        if not paths:
-            break
-        path = draw(st.sampled_from(paths))
-        *parent_path, key = path
-        parent = doc
-        for k in parent_path:
-            parent = parent[k]
-        op = draw(st.sampled_from(["replace", "delete", "deep"]))
-        if op == "delete":
-            del parent[key]
-        else:
-            parent[key] = draw(json_values) if op == "replace" else json.loads(_deep(draw(st.integers(1, 50))))
-        if not parent_path and key in REQUIRED:
-            typ, v = REQUIRED[key], parent.get(key, KeyError)
-            breaks |= v is KeyError or (v != 1 if typ is None else isinstance(v, bool) or not isinstance(v, typ))
-    return json.dumps(doc).encode(), breaks
-
 
 @pytest.fixture(scope="module")
 def floor_run(tmp_path_factory, cli_session):
@@ -110,7 +57,7 @@ def test_a_damaged_result_is_read_or_refused_by_every_reader(sandboxes, records,
     box = sandboxes()
     runs = _sweep_dir(box, records)
     path = runs / "vicreg" / "seed0" / "results" / f"{target}.json"
-    raw, breaks = data.draw(damaged(json.loads(path.read_text())))
+    raw, breaks = data.draw(damaged(json.loads(path.read_text()), REQUIRED))
     path.write_bytes(raw)
     argv, out = COMMANDS[command]
     reads_it = command != "status" and (command != "compare_back" or target == "linear")
@@ -125,7 +72,7 @@ def test_run_reads_or_recomputes_a_damaged_result(sandboxes, floor_run, data, ow
     box = sandboxes()
     out = shutil.copytree(floor_run, box.root / "out")
     mine = out / "raw_pixels" / "seed0" / "results" / "knn.json"
-    raw, breaks = data.draw(damaged(json.loads(mine.read_text())))
+    raw, breaks = data.draw(damaged(json.loads(mine.read_text()), REQUIRED))
     target = mine if own else out / "other" / "seed0" / "results" / "knn.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(raw)
@@ -148,7 +95,7 @@ def _leaderboard(box, records) -> dict:
 def test_compare_reads_or_refuses_a_damaged_leaderboard(sandboxes, records, data, side):
     box = sandboxes()
     doc = _leaderboard(box, records)
-    raw, _ = data.draw(damaged(doc))
+    raw, _ = data.draw(damaged(doc, {}))
     (box.root / "bad.json").write_bytes(raw)
     argv = ["compare", "bad.json", "lb"] if side == "baseline" else ["compare", "lb", "bad.json"]
     box.call(*argv, keep=(box.root / "bad.json",))
