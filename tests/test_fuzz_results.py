@@ -90,7 +90,7 @@ def _leaderboard(box, records) -> dict:
     return json.loads((box.root / "lb" / "leaderboard.json").read_text())
 
 
-@settings(max_examples=3 * UNIT)
+@settings(max_examples=2 * UNIT)
 @given(data=st.data(), side=st.sampled_from(["baseline", "current"]))
 def test_compare_reads_or_refuses_a_damaged_leaderboard(sandboxes, records, data, side):
     box = sandboxes()
@@ -108,7 +108,7 @@ tolerance_text = st.one_of(
 patterns = st.sampled_from(["knn.*", "*", "collapse.rankme", "", "=", "[", "linear.top1", "*.*"]) | st.text(max_size=5)
 
 
-@settings(max_examples=3 * UNIT)
+@settings(max_examples=2 * UNIT)
 @given(abs_tol=st.none() | tolerance_text, ci_mult=st.none() | tolerance_text,
        rules=st.lists(st.tuples(patterns, st.sampled_from(["=", ""]), tolerance_text), max_size=3),
        metrics=st.none() | st.sampled_from(["main", "knn", "knn.top1", "nope", ",", "collapse.*"]))

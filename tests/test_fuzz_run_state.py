@@ -128,7 +128,7 @@ def _entries(out):
     return sorted(p for p in (out / "cache" / "features").iterdir() if (p / "complete.json").exists())
 
 
-@settings(max_examples=2 * UNIT)
+@settings(max_examples=UNIT)
 @given(data=st.data())
 def test_a_damaged_cache_manifest_is_recomputed(sandboxes, trained_run, data):
     box = sandboxes()
@@ -145,7 +145,7 @@ def test_a_damaged_cache_manifest_is_recomputed(sandboxes, trained_run, data):
     _rerun(box, out, keep)
 
 
-@settings(max_examples=2 * UNIT)
+@settings(max_examples=UNIT)
 @given(data=st.data(), digest_too=st.booleans())
 def test_a_damaged_cache_array_is_recomputed_or_refused(sandboxes, trained_run, data, digest_too):
     """A changed array is recomputed; one whose digest was changed to match it too is checked before use."""
