@@ -245,7 +245,7 @@ def _resume(loop: _Loop, paths: RunPaths, identity: dict | None) -> tuple[int, d
             RecursionError) as e:
         raise _fit_error(paths.checkpoint, e) from None
     if part is not None and (part.epoch != state["epoch"] or not 0 < part.step < loop.steps_per_epoch
-                             or part.perm.shape != (loop.data.train_images.shape[0],)):
+                             or not torch.is_tensor(part.perm) or part.perm.shape != (loop.data.train_images.shape[0],)):
         raise _fit_error(paths.checkpoint, ValueError(f"its mid-epoch state (epoch {part.epoch + 1}, step "
                                                       f"{part.step}) does not fit {loop.steps_per_epoch} steps"))
     stop = _json_of(state["stop"], paths, "stop decision") if isinstance(state.get("stop"), str) else None

@@ -167,7 +167,7 @@ def records() -> RecordFactory:
 
 #: Examples of one unit: a property test asks for a multiple of ``settings.default.max_examples``.
 #: ``ci`` (the default) keeps the fuzz suite near a minute of a CI run; ``SSLBENCH_FUZZ=long`` is
-#: the same suite five times over (about five minutes), for a run by hand (docs/fuzzing.md).
+#: the same suite five times over (a few minutes), for a run by hand (docs/fuzzing.md).
 settings.register_profile("ci", max_examples=10, deadline=None, database=None, print_blob=True,
                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                                  HealthCheck.data_too_large])

@@ -143,3 +143,17 @@ def test_any_features_file_through_eval_is_exit_2_or_scored(sandboxes, arrays, c
     res = box.call("eval", "--features", "f.npz", "--protocols", "knn,collapse", "--out", "out", out="out",
                    keep=(box.root / "f.npz",), malformed=refused)
     assert refused or res.rc in (0, 1), res
+
+
+def test_a_member_cut_inside_its_header_is_an_sslbench_error(tmp_path):
+    # found by the long fuzz profile: zipfile raised a bare EOFError(), and its empty message's
+    # first line was an IndexError
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    np.savez_compressed(buf, train_x=rng.normal(size=(30, 3)).astype(np.float32), train_y=np.arange(30) % 3,
+                        test_x=rng.normal(size=(9, 3)).astype(np.float32), test_y=np.arange(9) % 3)
+    data = bytearray(buf.getvalue())
+    data[682] ^= 0xFF
+    (tmp_path / "f.npz").write_bytes(bytes(data))
+    with pytest.raises(SslbenchError, match="cannot read array"):
+        load_features(tmp_path / "f.npz")

@@ -94,6 +94,8 @@ def _checkpoint(**change):
     (_checkpoint(stop="[1]"), "its stop decision is damaged: it holds a JSON list"),
     (_checkpoint(partial={"epoch": float("inf"), "perm": 0, "step": 0, "sums": "{}", "dim": 0, "t_data": 0.0,
                           "elapsed": 0.0}), "does not fit this run"),  # int(inf): OverflowError
+    (_checkpoint(partial={"epoch": 3, "perm": 0, "step": 1, "sums": "{}", "dim": 0, "t_data": 0.0, "elapsed": 0.0}),
+     "does not fit this run"),  # a data order that is no tensor: AttributeError on its .shape
 ])
 def test_damaged_training_state_is_a_per_run_error(trained, tmp_path, cli, damage, expected):
     out = shutil.copytree(trained, tmp_path / "out")
