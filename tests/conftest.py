@@ -315,7 +315,8 @@ def damaged(draw, doc: dict, required: dict[str, type | None]) -> tuple[bytes, b
         if op == "delete":
             del parent[key]
         else:
-            parent[key] = draw(json_values) if op == "replace" else json.loads(_deep(draw(st.integers(1, 50))))
+            # a copy: a later edit inside it must not change the strategy's own constant
+            parent[key] = copy.deepcopy(draw(json_values)) if op == "replace" else json.loads(_deep(draw(st.integers(1, 50))))
         if op == "deep" and draw(st.booleans()):  # past the parser's depth: written as text below
             parent[key] = _TOO_DEEP
         if not parent_path and key in required:

@@ -13,10 +13,9 @@ import string
 from pathlib import Path
 
 import pytest
+from conftest import damaged
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from conftest import damaged
 
 UNIT = settings.default.max_examples
 #: Fields a result must have, with the type it must have there (None: the schema version, 1).
