@@ -235,7 +235,7 @@ def summary_from_leaderboard(board: Leaderboard, source: str) -> Summary:
 def _count(v: Any, source: str) -> int:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return 0
-    if isinstance(v, bool) or not isinstance(v, int | float) or not float(v).is_integer():
+    if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
         raise SslbenchError(f"{source}: n_seeds must be a whole number, got {v!r}")
     return int(v)
 
@@ -426,6 +426,8 @@ def compare(
     for pattern, value in user.items():
         check_tolerance(str(value).strip().removesuffix("%"), f"tolerance {pattern!r}={value!r}")
     defaults = {**baseline.tolerances, **current.tolerances}
+    for pattern, value in defaults.items():  # read from the inputs: a damaged one may declare anything
+        check_tolerance(str(value).strip().removesuffix("%"), f"the inputs' declared tolerance {pattern!r}={value!r}")
     rules = {**user, **{k: v for k, v in defaults.items() if k not in user}}  # user rules match first
     orders = {**baseline.labels, **current.labels}
     keys = list(dict.fromkeys([*baseline.entries, *current.entries]))

@@ -103,6 +103,11 @@ def max_feature_bytes() -> int:
     return limit
 
 
+def _first_line(e: BaseException) -> str:
+    """The first line of an error's message, or its type's name: zipfile raises a bare ``EOFError()``."""
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
 def _gib(n: int) -> str:
     return f"{n / 2**30:.3g} GiB" if n >= 2**26 else f"{n} bytes"
 
@@ -120,9 +125,9 @@ def _read_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, path: Pa
                 raise ValueError(f"unsupported .npy format version {version}")
             data_bytes = info.file_size - f.tell()
     except ValueError as e:
-        raise SslbenchError(f"cannot read array {name} from {path}: {str(e).splitlines()[0]}") from None
+        raise SslbenchError(f"cannot read array {name} from {path}: {_first_line(e)}") from None
     except _ZIP_ERRORS as e:
-        raise SslbenchError(f"cannot read array {name} from {path}: {str(e).splitlines()[0]}") from None
+        raise SslbenchError(f"cannot read array {name} from {path}: {_first_line(e)}") from None
     if dtype.hasobject:
         raise SslbenchError(f"refusing to load array {name} from {path}: it is an object array "
                             "(pickled Python objects); save numeric arrays")
@@ -148,7 +153,7 @@ def read_declared(path: Path) -> dict[str, Declared]:
             _check_names(list(infos), path)
             out = {name: _read_header(zf, info, name, path) for name, info in infos.items()}
     except _ZIP_ERRORS as e:
-        raise SslbenchError(f"cannot read features file {path}: {str(e).splitlines()[0]}") from None
+        raise SslbenchError(f"cannot read features file {path}: {_first_line(e)}") from None
     total, limit = sum(d.nbytes for d in out.values()), max_feature_bytes()
     if total > limit:
         raise SslbenchError(f"{path} declares {_gib(total)} of arrays, more than the limit of {_gib(limit)}; "
@@ -269,7 +274,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
         z = np.load(path, allow_pickle=False)
     except (ValueError, *_ZIP_ERRORS) as e:
-        raise SslbenchError(f"cannot read features file {path}: {str(e).splitlines()[0]}") from None
+        raise SslbenchError(f"cannot read features file {path}: {_first_line(e)}") from None
     raw: dict[str, np.ndarray] = {}
     with z:
         for n in z.files:
@@ -277,10 +282,10 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                 raw[n] = z[n]
             except ValueError as e:
                 why = ("it is an object array (pickled Python objects); save numeric arrays"
-                       if "pickle" in str(e) or "Object arrays" in str(e) else str(e).splitlines()[0])
+                       if "pickle" in str(e) or "Object arrays" in str(e) else _first_line(e))
                 raise SslbenchError(f"refusing to load array {n} from {path}: {why}") from None
             except _ZIP_ERRORS as e:
-                raise SslbenchError(f"cannot read array {n} from {path}: {str(e).splitlines()[0]}") from None
+                raise SslbenchError(f"cannot read array {n} from {path}: {_first_line(e)}") from None
     return raw
 
 

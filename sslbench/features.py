@@ -260,24 +260,38 @@ def _write_entry(path: Path, arrays: dict[str, np.ndarray]) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _read_entry(path: Path, label: str) -> dict[str, np.ndarray] | None:
+def _names(extras: Extras) -> set[str]:
+    """The arrays :func:`_extract_all` makes for ``extras`` (what a cache entry of them must list)."""
+    names = {"train_x", "test_x"} | ({"transfer_x", "transfer_y"} if extras.transfer is not None else set())
+    if extras.views is not None and extras.pairs > 0:
+        names |= {"pair_xa", "pair_xb"}
+    if extras.views is not None and extras.view_images > 0 and extras.views_per_image >= 2:
+        names.add("views_x")
+    if extras.projector is not None:
+        names |= {n.replace("_x", "_z") for n in names if "_x" in n and n != "transfer_x"}
+    return names
+
+
+def _read_entry(path: Path, label: str, names: set[str] | None = None) -> dict[str, np.ndarray] | None:
     """The arrays of a complete, intact cache entry, memory-mapped; ``None`` if absent or damaged.
 
-    A damaged entry (a manifest of the wrong shape, a missing, unreadable or changed
-    array) is reported in one line and recomputed by the caller.
+    A damaged entry (a manifest of the wrong shape or listing other arrays than ``names``,
+    a missing, unreadable or changed array) is reported in one line and recomputed by the caller.
     """
     if not (path / COMPLETE).exists():
         return None
     try:
         manifest = json.loads((path / COMPLETE).read_bytes().decode("utf-8"))
-        digests = manifest["arrays"] if isinstance(manifest, dict) and manifest.get("version") == CACHE_VERSION else None
+        digests = manifest.get("arrays") if isinstance(manifest, dict) and manifest.get("version") == CACHE_VERSION else None
         if not isinstance(digests, dict) or not digests:
             raise ValueError("its manifest is not one of this version")
+        if names is not None and set(digests) != names:
+            raise ValueError(f"its manifest lists {', '.join(sorted(digests))[:60]}, not this run's arrays")
         arrays = {n: np.load(path / f"{n}.npy", mmap_mode="r", allow_pickle=False) for n in digests}
         changed = [n for n, a in arrays.items() if _digest(a) != digests[n]]
         if changed:
             raise ValueError(f"{', '.join(changed)} changed on disk")
-    except (OSError, ValueError, TypeError, UnicodeDecodeError) as e:
+    except (OSError, ValueError, TypeError, UnicodeDecodeError, RecursionError) as e:  # deep JSON: RecursionError
         _notice(f"{label}: cached features in {path} are damaged ({' '.join(str(e).split())[:120]}); recomputing")
         return None
     return arrays
@@ -316,7 +330,7 @@ def cached_features(
         enc = hashlib.sha256(f"{enc}|{encoder_hash(extras.projector)}".encode()).hexdigest()
     key = hashlib.sha256(f"{enc}|{data.fingerprint}|{extras.recipe()}".encode()).hexdigest()[:32]
     path = cache_dir / key
-    arrays = _read_entry(path, run or key)
+    arrays = _read_entry(path, run or key, _names(extras))
     hit = arrays is not None
     if arrays is None:
         arrays = _extract_all(encoder, data, extras, device)

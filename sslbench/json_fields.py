@@ -32,7 +32,21 @@ def as_int(v: Any, what: str) -> int:
 def as_float(v: Any, what: str) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise SslbenchError(f"{what} must be a number, got {v!r}")
-    return float(v)
+    return _to_float(v, what)
+
+
+def _to_float(v: float, what: str) -> float:
+    """``float(v)``; JSON integers have no size limit, and one past float's range is refused, not raised."""
+    try:
+        return float(v)
+    except OverflowError:
+        raise SslbenchError(f"{what} must be a number within float range, got an integer of {len(str(v))} digits") from None
+
+
+def as_str_list(v: Any, what: str) -> list[str]:
+    if not isinstance(v, list | tuple) or not all(isinstance(s, str) for s in v):
+        raise SslbenchError(f"{what} must be a list of strings, got {v!r}"[:300])
+    return list(v)
 
 
 def as_str_map(v: Any, what: str) -> dict[str, str]:
@@ -53,5 +67,5 @@ def as_metrics(v: Any, where: str) -> dict[str, Metric]:
     for k, x in v.items():
         if isinstance(x, bool) or not isinstance(x, int | float | str | None):
             raise SslbenchError(f"{where}: metric {k!r} must be a number or a string, got {type(x).__name__}")
-        out[k] = float("nan") if x is None else (float(x) if isinstance(x, int | float) else x)
+        out[k] = float("nan") if x is None else (_to_float(x, f"{where}: metric {k!r}") if isinstance(x, int | float) else x)
     return out

@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import sys
 from typing import Any
 
 import pandas as pd
@@ -167,12 +168,12 @@ def from_json(doc: dict[str, Any], source: str) -> Leaderboard:
     if not all(isinstance(v, dict) for v in settings.values()):
         raise _malformed(source, "each of 'settings' must be an object")
     labels, tolerances = _legacy_meta(settings) if version == 2 else ({}, {})
-    labels.update({k: tuple(v) for k, v in _object(doc.get("labels", {}), source, "labels").items()})
-    tolerances.update(_object(doc.get("tolerances", {}), source, "tolerances"))
+    labels.update({k: tuple(v) for k, v in _strings_of(doc, "labels", source, lists=True).items()})
+    tolerances.update(_strings_of(doc, "tolerances", source))
     measured = {(r["method"], col) for r in rows for col in directions if isinstance(r.get(col), int | float)}
     return Leaderboard(
         table=pd.DataFrame([{**r, "floor": bool(r.get("floor", r.get("reference", False)))} for r in rows]),
-        notes=list(doc.get("notes", [])), shown=_list(doc, "shown", source), main=_list(doc, "main_metrics", source),
+        notes=_list(doc, "notes", source), shown=_list(doc, "shown", source), main=_list(doc, "main_metrics", source),
         directions=directions, settings=settings, floors=_list(doc, "floors", source),
         fingerprints=_list(doc, "fingerprints", source), labels={TRAIN_LABEL: TRAIN_ORDER, **labels},
         tolerances=tolerances, measured=measured,
@@ -194,16 +195,29 @@ def _rows(doc: dict[str, Any], source: str) -> list[dict[str, Any]]:
         if not isinstance(row.get("method"), str) or not row["method"]:
             raise _malformed(source, f"row {i} has no 'method' name")
         n = row.get("n_seeds")
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int | float) or not float(n).is_integer()
-                              or n < 0):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int | float) or n < 0
+                              or (isinstance(n, float) and not n.is_integer())):  # float(n) of a huge int overflows
             raise _malformed(source, f"row {i} ({row['method']}): 'n_seeds' must be a count, got {n!r}")
+        big = [k for k, v in row.items() if isinstance(v, int) and not isinstance(v, bool) and abs(v) > sys.float_info.max]
+        if big:  # JSON integers have no size limit; every reader takes a cell as a float
+            raise _malformed(source, f"row {i} ({row['method']}): {big[0]!r} is a number past float range")
     return rows
 
 
-def _list(doc: dict[str, Any], key: str, source: str) -> list[Any]:
+def _list(doc: dict[str, Any], key: str, source: str) -> list[str]:
     v = doc.get(key, [])
-    if not isinstance(v, list):
-        raise _malformed(source, f"{key!r} must be a list, got {type(v).__name__}")
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise _malformed(source, f"{key!r} must be a list of strings, got {str(v)[:80]}")
+    return v
+
+
+def _strings_of(doc: dict[str, Any], key: str, source: str, lists: bool = False) -> dict[str, Any]:
+    """``doc[key]``: an object whose values are strings, or lists of strings with ``lists``."""
+    v = _object(doc.get(key, {}), source, key)
+    for x in v.values():
+        if not (isinstance(x, list) and all(isinstance(s, str) for s in x) if lists else isinstance(x, str)):
+            raise _malformed(source, f"{key!r} must map columns to {'lists of strings' if lists else 'strings'}, "
+                                     f"got {str(x)[:80]}")
     return v
 
 

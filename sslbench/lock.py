@@ -82,7 +82,7 @@ def _read_info(fd: int) -> dict[str, Any]:
     try:
         raw = os.pread(fd, 1 << 16, 0)
         info = json.loads(raw.decode("utf-8", "replace")) if raw.strip() else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return info if isinstance(info, dict) else {}
 

@@ -70,7 +70,7 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
         return {"schema_version": SCHEMA_VERSION, "invocations": []}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested past the parser's depth
         raise SslbenchError(f"cannot read {path}: {e}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("invocations"), list):
         raise SslbenchError(f"{path} is not an sslbench manifest (no 'invocations' list)")

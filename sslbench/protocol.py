@@ -189,7 +189,7 @@ def check_features(features: FeatureSet) -> None:
         p = features.pairs
         for name, arr in (("pair_xa", p.xa), ("pair_xb", p.xb), ("pair_za", p.za), ("pair_zb", p.zb)):
             if arr is not None:
-                _check_rows(name, arr, len(p.xa), where)
+                _check_rows(name, arr, _len(p.xa), where)
     if features.views is not None:
         v = features.views
         for name, arr in (("views_x", v.x), ("views_z", v.z)):
@@ -199,8 +199,13 @@ def check_features(features: FeatureSet) -> None:
                                     f"got shape {arr.shape}{where}")
 
 
+def _len(arr: np.ndarray) -> int:
+    """Rows of an array; a 0-d one (a damaged cache entry's, a features file's) has none."""
+    return arr.shape[0] if arr.ndim else 0
+
+
 def _check_split(name: str, split: Split, where: str) -> None:
-    _check_rows(f"{name}_x", split.x, len(split.x), where)
+    _check_rows(f"{name}_x", split.x, _len(split.x), where)
     if split.y.ndim != 1 or len(split.y) != len(split.x):
         raise SslbenchError(f"{name}_y must be 1-D with {len(split.x)} labels to match {name}_x, "
                             f"got shape {split.y.shape}{where}")
@@ -211,7 +216,7 @@ def _check_split(name: str, split: Split, where: str) -> None:
 
 
 def _check_rows(name: str, arr: np.ndarray, n: int, where: str) -> None:
-    if arr.ndim != 2 or len(arr) != n:
+    if arr.ndim != 2 or _len(arr) != n:
         raise SslbenchError(f"{name} must be 2-D with {n} rows, got shape {arr.shape}{where}")
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).any(axis=1).sum())

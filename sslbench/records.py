@@ -117,7 +117,8 @@ class ProtocolInfo:
             labels={k: tuple(v) for k, v in json_fields.as_label_map(
                 doc["labels"] if "labels" in doc else (fallback.labels if fallback else {}), where).items()},
             tolerances=json_fields.as_str_map(doc.get("tolerances", fallback.tolerances if fallback else {}), f"{where}: tolerances"),
-            readings=tuple(doc.get("readings", fallback.readings if fallback else ())),
+            readings=tuple(json_fields.as_str_list(doc.get("readings", list(fallback.readings) if fallback else []),
+                                                   f"{where}: protocol 'readings'")),
             plots=json_fields.as_str_map(doc.get("plots", fallback.plots if fallback else {}), f"{where}: plots"),
             intervals=json_fields.as_str_map(doc.get("intervals", fallback.intervals if fallback else {}),
                                              f"{where}: intervals"),
@@ -125,6 +126,7 @@ class ProtocolInfo:
         requires = doc.get("requires")
         if requires is None:  # records older than the requirement list: the registered class's
             requires = _registered_requires(name)
+        requires = json_fields.as_str_list(requires, f"{where}: protocol 'requires'")
         params = doc.get("params", {})
         return cls(name, str(doc.get("version", "0")), json_fields.as_object(params, f"{where}: protocol 'params'"),
                    tuple(sorted(requires)), meta)
@@ -383,7 +385,7 @@ class ResultRecord:
             method=json_fields.as_str(doc["method"], f"{where}: 'method'"), base=doc.get("base"),
             encoder_kind=json_fields.as_str(doc.get("encoder_kind", "trained"), f"{where}: 'encoder_kind'"),
             loss_changes=json_fields.as_object(doc.get("loss_changes") or {}, f"{where}: 'loss_changes'"),
-            seed=json_fields.as_int(doc["seed"], f"{where}: 'seed'"), config=json_fields.as_object(doc.get("config") or {}, f"{where}: 'config'"),
+            seed=_seed(doc["seed"], where), config=json_fields.as_object(doc.get("config") or {}, f"{where}: 'config'"),
             run_config=json_fields.as_object(doc.get("run_config") or {}, f"{where}: 'run_config'"),
             dataset=DatasetInfo.from_json(doc["dataset"], where), train=TrainOutcome.from_json(doc.get("train", {}), where),
             versions=json_fields.as_object(doc.get("versions") or {}, f"{where}: 'versions'"),
@@ -392,6 +394,14 @@ class ResultRecord:
         return cls(run, ProtocolInfo.from_json(doc["protocol"], where), json_fields.as_metrics(doc["metrics"], where),
                    doc.get("encoder_hash"), Timings.from_json(doc.get("timings", {}), where), doc.get("artifacts"),
                    json_fields.as_str(doc.get("split", "test"), f"{where}: 'split'"))
+
+
+def _seed(v: Any, where: str) -> int:
+    """A record's seed: an integer in the range ``--seeds`` takes (a reader makes paths of it)."""
+    seed = json_fields.as_int(v, f"{where}: 'seed'")
+    if not 0 <= seed < 2**32:
+        raise SslbenchError(f"{where}: 'seed' must be an integer in 0..{2**32 - 1}, got {str(seed)[:40]}")
+    return seed
 
 
 @lru_cache(maxsize=64)

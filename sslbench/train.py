@@ -118,7 +118,8 @@ def _fit_error(path: Any, e: BaseException) -> SslbenchError:
 def _check_identity(state: dict, paths: RunPaths, identity: dict | None, epochs: int) -> None:
     """Refuse a checkpoint of another run (its recorded identity) or one past this run's epochs."""
     recorded = state.get("identity")
-    if identity is not None and isinstance(recorded, str) and json.loads(recorded) != json.loads(json.dumps(identity)):
+    if identity is not None and isinstance(recorded, str) and _json_of(recorded, paths, "identity") != json.loads(
+            json.dumps(identity)):
         raise SslbenchError(f"checkpoint {paths.checkpoint} was written by another run (its recorded method, seed "
                             "or recipe differ); delete it to retrain, or use another --out")
     if not isinstance(state.get("epoch"), int) or not 0 <= state["epoch"] <= epochs:
@@ -126,18 +127,46 @@ def _check_identity(state: dict, paths: RunPaths, identity: dict | None, epochs:
                             f"{epochs}; delete it to retrain, or use another --out")
 
 
+def _json_of(text: str, paths: RunPaths, what: str) -> Any:
+    """A JSON string a checkpoint holds (its ``identity``, its ``stop``), or the refusal of a damaged one."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise SslbenchError(f"checkpoint {paths.checkpoint} is damaged (its {what} is not JSON); delete it to "
+                            "retrain, or use another --out") from None
+
+
+def _stop_decision(st: Any) -> dict:
+    """A recorded stop (``{"status", "epochs", "step", "message"}``, and an early call's ``fraction``
+    and ``reading``), checked; ``epochs`` made an int.
+
+    Raises:
+        ValueError, TypeError: for one of another shape.
+    """
+    if not isinstance(st, dict):
+        raise TypeError(f"it holds a JSON {type(st).__name__}, not an object")
+    if st.get("status") not in ("diverged", "collapsed", "stopped_early"):
+        raise ValueError(f"unknown status {st.get('status')!r}"[:120])
+    epochs, step = st.get("epochs"), st.get("step")
+    if isinstance(epochs, bool) or not isinstance(epochs, int | float):
+        raise TypeError(f"'epochs' must be a whole number >= 0, got {epochs!r}"[:120])
+    if not float(epochs).is_integer() or epochs < 0:
+        raise ValueError(f"'epochs' must be a whole number >= 0, got {epochs!r}"[:120])
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        raise TypeError(f"'step' must be an integer, got {step!r}"[:120])
+    if not isinstance(st.get("message", ""), str):
+        raise TypeError("'message' must be a string")
+    return {**st, "epochs": int(epochs)}
+
+
 def _recorded_status(paths: RunPaths) -> dict | None:
     """The status file of a run that stopped early (diverged or collapsed), if any."""
     if not paths.train_status.exists():
         return None
     try:
-        st = json.loads(paths.train_status.read_text())
-        st["epochs"] = int(st["epochs"])
-        if st["status"] not in ("diverged", "collapsed", "stopped_early"):
-            raise ValueError(f"unknown status {st['status']!r}")
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        return _stop_decision(json.loads(paths.train_status.read_text()))
+    except (OSError, ValueError, TypeError, RecursionError, OverflowError) as e:  # OverflowError: float(a huge int)
         raise SslbenchError(f"{paths.train_status} is unreadable ({e}); delete it to retrain this run") from None
-    return st
 
 
 def _outcome(st: dict) -> TrainOutcome:
@@ -232,13 +261,19 @@ def _resume(loop: _Loop, paths: RunPaths, identity: dict | None) -> tuple[int, d
         part = _EpochPart.from_state(state["partial"]) if state.get("partial") is not None else None
         if loop.rule is not None:  # the rule's readings so far: a resumed run calls where the uninterrupted one does
             loop.readings = [MonitorReading(**r) for r in json.loads(state.get("early_call") or "[]")]
-    except (KeyError, IndexError, AttributeError, RuntimeError, TypeError, ValueError) as e:
+    except (KeyError, IndexError, AttributeError, RuntimeError, TypeError, ValueError, OverflowError,
+            RecursionError) as e:
         raise _fit_error(paths.checkpoint, e) from None
     if part is not None and (part.epoch != state["epoch"] or not 0 < part.step < loop.steps_per_epoch
-                             or part.perm.shape != (loop.data.train_images.shape[0],)):
+                             or not torch.is_tensor(part.perm) or part.perm.shape != (loop.data.train_images.shape[0],)):
         raise _fit_error(paths.checkpoint, ValueError(f"its mid-epoch state (epoch {part.epoch + 1}, step "
                                                       f"{part.step}) does not fit {loop.steps_per_epoch} steps"))
-    stop = json.loads(state["stop"]) if isinstance(state.get("stop"), str) else None
+    stop = _json_of(state["stop"], paths, "stop decision") if isinstance(state.get("stop"), str) else None
+    if stop is not None:
+        try:
+            stop = _stop_decision(stop)
+        except (ValueError, TypeError, OverflowError) as e:
+            raise _fit_error(paths.checkpoint, ValueError(f"its stop decision is damaged: {e}")) from None
     return int(state["epoch"]), stop, part
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,7 +58,8 @@ class EpochRow:
         epoch = doc.get("epoch")
         if isinstance(epoch, bool) or not isinstance(epoch, int):
             return None
-        numbers = {k: float(v) for k, v in doc.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        numbers = {k: float(v) for k, v in doc.items() if isinstance(v, int | float) and not isinstance(v, bool)
+                   and not (isinstance(v, int) and abs(v) > sys.float_info.max)}  # past float range: no reading
         step = doc.get("step", 0)
         status = doc.get("probe_status")
         return cls(epoch, int(step) if isinstance(step, int | float) and math.isfinite(step) else 0,
@@ -73,7 +75,7 @@ def _objects(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     for line in text.splitlines():
         try:
             doc = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # a cut line, or one nested past the parser's depth
             continue
         if isinstance(doc, dict):
             yield line, doc
@@ -166,7 +168,7 @@ def _total_steps(run: RunPaths, docs: list[dict[str, Any]]) -> int | None:
     """``train.epochs`` of the run's identity times the steps per epoch of its first row, if both are known."""
     try:
         epochs = json.loads(run.config.read_text())["train"]["epochs"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
     first = next((d for d in docs if _step_of(d) and d.get("epoch")), None)
     if first is None or not isinstance(epochs, int):

@@ -5,7 +5,7 @@ import math
 import string
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sslbench.config import RunConfig, load_toml
@@ -13,6 +13,7 @@ from sslbench.errors import SslbenchError
 from sslbench.method import TrainConfig
 from sslbench.registry import registry
 
+UNIT = settings.default.max_examples
 RUN_KEYS = [f.name for f in dataclasses.fields(RunConfig)]
 TRAIN_KEYS = [f.name for f in dataclasses.fields(TrainConfig)]
 PROTOCOLS = ["knn", "linear", "collapse", "knnn"]
@@ -107,7 +108,7 @@ def _load(path: Path) -> None:
         methods._entries, methods._sources = entries, sources
 
 
-@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15 * UNIT)  # the profile's unit (tests/conftest.py): 150 in ci
 @given(doc=documents)
 def test_any_document_gives_a_config_or_an_sslbench_error(tmp_path, doc):
     path = tmp_path / "c.toml"
@@ -115,7 +116,7 @@ def test_any_document_gives_a_config_or_an_sslbench_error(tmp_path, doc):
     _load(path)
 
 
-@settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=8 * UNIT)  # the profile's unit (tests/conftest.py): 80 in ci
 @given(raw=st.binary(max_size=200) | st.text(alphabet=string.printable + "é[]=\"'{}", max_size=200).map(str.encode))
 def test_any_bytes_give_a_config_or_an_sslbench_error(tmp_path, raw):
     path = tmp_path / "c.toml"
@@ -159,7 +160,7 @@ def _sane(cfg: RunConfig) -> None:
             assert all(0 <= p <= 1 for p in (v.flip_p, v.jitter_p, v.brightness, v.solarize_p))
 
 
-@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20 * UNIT)  # the profile's unit (tests/conftest.py): 200 in ci
 @given(doc=numeric_documents)
 def test_a_config_that_loads_has_only_numbers_a_run_can_use(tmp_path, doc):
     path = tmp_path / "c.toml"
@@ -170,3 +171,30 @@ def test_a_config_that_loads_has_only_numbers_a_run_can_use(tmp_path, doc):
         assert str(e) and "\n" not in str(e)
         return
     _sane(cfg)
+
+
+# ----------------------------------------------------------------------------- the same documents through the CLI
+
+
+@settings(max_examples=3 * UNIT)
+@given(doc=documents | numeric_documents)
+def test_any_config_through_the_cli_is_exit_2_or_a_plan_and_writes_nothing(sandboxes, doc):
+    """``run --config --dry-run``: exit 2 exactly when the library refuses the file; nothing written outside --out."""
+    box = sandboxes()
+    (box.root / "c.toml").write_text(to_toml(doc), encoding="utf-8")
+    (box.root / "out").mkdir()
+    (box.root / "out" / "NOTES.md").write_text("mine")
+    methods = registry("methods")
+    entries, sources = dict(methods._entries), dict(methods._sources)
+    try:
+        try:
+            load_toml(box.root / "c.toml").resolved()
+            refused = False
+        except SslbenchError:
+            refused = True
+        methods._entries, methods._sources = dict(entries), dict(sources)
+        res = box.call("run", "--config", "c.toml", "--dry-run", "--out", "out", out="out",
+                       keep=(box.root / "out" / "NOTES.md",))
+    finally:
+        methods._entries, methods._sources = entries, sources
+    assert res.rc == 2 if refused else res.rc in (0, 2), res  # protocol parameters are checked by the CLI only

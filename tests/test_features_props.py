@@ -5,7 +5,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -15,7 +15,7 @@ from sslbench.feature_files import OPTIONAL_ARRAYS, REQUIRED_ARRAYS, load_featur
 DTYPES = [np.float32, np.float64, np.float16, np.int64, np.int32, np.uint8, np.uint64, np.bool_, np.complex64]
 NAMES = list(REQUIRED_ARRAYS + OPTIONAL_ARRAYS) + ["X_train"]
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")  # an overflowing cast is a bug too
-SETTINGS = settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=12 * settings.default.max_examples)  # the profile's unit: 120 in ci
 
 
 def _array(dtype, shape) -> st.SearchStrategy:
@@ -124,3 +124,36 @@ def test_huge_negative_float_labels_are_refused_without_an_overflowing_cast(tmp_
              test_x=np.zeros((1, 1), np.float32), test_y=np.zeros(1, np.float32))
     with pytest.raises(SslbenchError, match="negative labels"):
         load_features(path)
+
+
+# ----------------------------------------------------------------------------- the same files through the CLI
+
+
+@settings(max_examples=2 * settings.default.max_examples)
+@given(arrays=consistent(), compressed=st.booleans())
+def test_any_features_file_through_eval_is_exit_2_or_scored(sandboxes, arrays, compressed):
+    """``eval --features``: exit 2 exactly when the file is refused, 0 (or 1) otherwise; nothing written outside --out."""
+    box = sandboxes()
+    (np.savez_compressed if compressed else np.savez)(box.root / "f.npz", **arrays)
+    try:
+        load_features(box.root / "f.npz")
+        refused = False
+    except SslbenchError:
+        refused = True
+    res = box.call("eval", "--features", "f.npz", "--protocols", "knn,collapse", "--out", "out", out="out",
+                   keep=(box.root / "f.npz",), malformed=refused)
+    assert refused or res.rc in (0, 1), res
+
+
+def test_a_member_cut_inside_its_header_is_an_sslbench_error(tmp_path):
+    # found by the long fuzz profile: zipfile raised a bare EOFError(), and its empty message's
+    # first line was an IndexError
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    np.savez_compressed(buf, train_x=rng.normal(size=(30, 3)).astype(np.float32), train_y=np.arange(30) % 3,
+                        test_x=rng.normal(size=(9, 3)).astype(np.float32), test_y=np.arange(9) % 3)
+    data = bytearray(buf.getvalue())
+    data[682] ^= 0xFF
+    (tmp_path / "f.npz").write_bytes(bytes(data))
+    with pytest.raises(SslbenchError, match="cannot read array"):
+        load_features(tmp_path / "f.npz")
