@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's `quick` table: every method and built-in variant at the default preset, seed 0,
+# The `quick` table (docs/results/quick/README.md): every method and built-in variant at the default preset, seed 0,
 # plus the floors, then the leaderboard, the monitor analysis and the table in docs/results/quick/.
 # About 70 min on 2 CPU cores (4-6.5 min per method, plus evaluation); resumable.
 set -euo pipefail

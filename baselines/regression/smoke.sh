@@ -15,8 +15,8 @@
 # metric, the projector RankMe, the collapse status and the training outcome. Calibrated by
 # leave-one-seed-out on seeds 0-9: no healthy seed failed, and simsiam without stop-gradient,
 # vicreg without its variance term and vicreg without its covariance term failed for all 10
-# seeds (byol without EMA is too close to byol at 3 epochs to be told apart). See README
-# "sslbench compare in CI".
+# seeds (byol without EMA is too close to byol at 3 epochs to be told apart). See docs/compare.md
+# (its paragraph on this project's CI).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REF=baselines/regression/smoke
