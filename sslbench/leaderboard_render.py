@@ -165,8 +165,8 @@ def from_json(doc: dict[str, Any], source: str) -> Leaderboard:
     if not isinstance(directions, dict) or not all(d in ("higher", "lower") for d in directions.values()):
         raise _malformed(source, "'directions' must map metrics to 'higher' or 'lower'")
     settings = _object(doc.get("settings", {}), source, "settings")
-    if not all(isinstance(v, dict) for v in settings.values()):
-        raise _malformed(source, "each of 'settings' must be an object")
+    if not all(isinstance(v, dict) and isinstance(v.get("params", {}), dict) for v in settings.values()):
+        raise _malformed(source, "each of 'settings' must be an object, its 'params' an object")
     labels, tolerances = _legacy_meta(settings) if version == 2 else ({}, {})
     labels.update({k: tuple(v) for k, v in _strings_of(doc, "labels", source, lists=True).items()})
     tolerances.update(_strings_of(doc, "tolerances", source))

@@ -168,10 +168,12 @@ def records() -> RecordFactory:
 #: Examples of one unit: a property test asks for a multiple of ``settings.default.max_examples``.
 #: ``ci`` (the default) keeps the fuzz suite near a minute of a CI run; ``SSLBENCH_FUZZ=long`` is
 #: the same suite five times over (a few minutes), for a run by hand (docs/fuzzing.md).
-settings.register_profile("ci", max_examples=10, deadline=None, database=None, print_blob=True,
+# ci draws the same examples on every run (a red CI is a real regression, reproducible); long draws
+# new ones each time, to find what ci does not.
+settings.register_profile("ci", max_examples=10, deadline=None, database=None, print_blob=True, derandomize=True,
                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                                  HealthCheck.data_too_large])
-settings.register_profile("long", parent=settings.get_profile("ci"), max_examples=50)
+settings.register_profile("long", parent=settings.get_profile("ci"), max_examples=50, derandomize=False)
 settings.load_profile(os.environ.get("SSLBENCH_FUZZ", "ci"))
 
 

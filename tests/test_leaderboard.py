@@ -213,8 +213,11 @@ def test_cli_unknown_format_and_empty_directory_exit_2(tmp_path, cli, records):
 
 
 def test_a_schema_2_leaderboard_json_still_reads(tmp_path):
-    """Committed leaderboards of earlier versions: floors marked ``reference``, no label orders."""
-    doc = json.loads((ROOT / "baselines" / "regression" / "smoke" / "leaderboard.json").read_text())
+    """Committed leaderboards of earlier versions: floors marked ``reference``, no label orders.
+
+    The fixture is the smoke reference as committed at schema 2.
+    """
+    doc = json.loads((ROOT / "tests" / "fixtures" / "leaderboard_schema2.json").read_text())
     assert doc["schema_version"] == 2
     board = leaderboard_render.from_json(doc, "smoke")
     assert board.floors == ["random_init", "raw_pixels"] and board.table.set_index("method").loc["raw_pixels", "floor"]

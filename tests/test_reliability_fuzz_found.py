@@ -50,6 +50,7 @@ def test_a_result_of_the_wrong_shape_is_refused(tmp_path, records, cli, case, co
     ("main_metrics", "'main_metrics' must be a list of strings"),  # [[]]: unhashable
     ("labels", "'labels' must map columns to lists of strings"),
     ("tolerances", "'tolerances' must map columns to strings"),
+    ("settings", "each of 'settings' must be an object, its 'params' an object"),  # .get on a string
 ])
 def test_a_leaderboard_json_of_the_wrong_shape_is_refused(tmp_path, records, cli, change, expected):
     runs = records.write(tmp_path / "runs", records.sweep(records.base_scores))
@@ -59,7 +60,8 @@ def test_a_leaderboard_json_of_the_wrong_shape_is_refused(tmp_path, records, cli
     if isinstance(change, dict):
         doc["rows"][0].update(change)
     else:
-        doc[change] = {"main_metrics": [[]], "labels": {"x": 5}, "tolerances": {"knn.*": 5}}[change]
+        doc[change] = {"main_metrics": [[]], "labels": {"x": 5}, "tolerances": {"knn.*": 5},
+                       "settings": {"knn": {"version": "1", "params": "abc"}}}[change]
     path.write_text(json.dumps(doc))
     rc, _, err = cli("compare", str(path), str(runs))
     assert rc == 2 and "Traceback" not in err and expected in err, err
