@@ -180,6 +180,7 @@ def _parser(command: str | None = None) -> _Parser:
     e.add_argument("--dataset", help="dataset to extract --encoder features from")
     e.add_argument("--data-root", help="where to look for data first (also SSLBENCH_DATA)")
     e.add_argument("--protocols", type=_csv, help="comma-separated protocols (default: all the inputs allow)")
+    e.add_argument("--protocol-set", help="a named protocol set instead of --protocols: full | sweep")
     e.add_argument("--name", help="leaderboard row name (default: the file stem)")
     e.add_argument("--seed", type=_number("seed"), default=0, help="seed passed to the protocols (default 0)")
     e.add_argument("--out", type=_out, default="runs", help="output directory (default runs)")
@@ -314,6 +315,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from sslbench.external import EvalConfig, evaluate
 
+    if args.protocols is not None and args.protocol_set is not None:
+        raise SslbenchError("give --protocols or --protocol-set, not both")
     fields = {f.name for f in dataclasses.fields(EvalConfig)}
     failures = evaluate(EvalConfig(**{k: v for k, v in vars(args).items() if k in fields}))
     _write_leaderboard(args.out, args.split)

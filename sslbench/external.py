@@ -71,6 +71,8 @@ class EvalConfig:
         data_root: Where to look for the dataset first.
         features: ``.npz`` file of precomputed features; exclusive with ``encoder``.
         protocols: Protocols to run (default: every registered one the inputs allow).
+        protocol_set: A named protocol set (:mod:`sslbench.protocol_sets`) instead of
+            ``protocols``: its protocols with its parameters.
         name: Row name in the leaderboard (default: the file stem).
         seed: Seed passed to the protocols.
         out: Output directory.
@@ -89,6 +91,7 @@ class EvalConfig:
     data_root: str | None = None
     features: str | None = None
     protocols: list[str] | None = None
+    protocol_set: str | None = None
     name: str | None = None
     seed: int = 0
     out: str = "runs"
@@ -176,13 +179,14 @@ def _encoder_input(cfg: EvalConfig, src: Path, name: str) -> _Input:
                   inputs=spec)
 
 
-def select_protocols(names: list[str] | None, available: set[str]) -> list[Protocol]:
-    """The protocols to run: ``names`` (default: all registered), minus those whose
-    requirements ``available`` does not meet (each skip logged with the reason)."""
+def select_protocols(names: list[str] | None, available: set[str],
+                     params: dict[str, dict[str, Any]] | None = None) -> list[Protocol]:
+    """The protocols to run: ``names`` (default: all registered) with ``params``, minus those
+    whose requirements ``available`` does not meet (each skip logged with the reason)."""
     if names is not None and not names:
         raise SslbenchError("--protocols is empty; name at least one (see `sslbench ls protocols`)")
     chosen, skipped = protocol.select_protocols(registry("protocols").names() if names is None else names,
-                                                available, why=_WHY)
+                                                available, params, why=_WHY)
     for msg in skipped:
         log(msg)
     if not chosen:
@@ -213,7 +217,11 @@ def _evaluate(cfg: EvalConfig, lock: RunLock) -> int:
     src, name = _check_args(cfg)
     t0 = time.perf_counter()
     inp = _features_input(cfg, src, name) if cfg.features is not None else _encoder_input(cfg, src, name)
-    protocols = select_protocols(cfg.protocols, inp.available)
+    if cfg.protocol_set is not None:
+        pset = registry("protocol_sets").get(cfg.protocol_set)
+        protocols = select_protocols(list(pset.protocols), inp.available, pset.params)
+    else:
+        protocols = select_protocols(cfg.protocols, inp.available)
     if lock.acquire().taken_over:
         log(f"sslbench: {lock.taken_over}")
     layout = RunLayout(cfg.out)

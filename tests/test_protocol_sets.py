@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from sslbench.config import RunConfig, load_toml
@@ -70,3 +71,18 @@ def test_a_run_records_its_set_and_another_set_recomputes(cli, tmp_path):
     assert set(json.loads((results / "knn.json").read_text())["metrics"]) == {"top1", "top1_k1", "top1_k5", "top1_k200"}
     assert len(json.loads((results / "linear.json").read_text())["protocol"]["params"]["wd_grid"]) == 6
     assert (results / "collapse.json").read_text() == collapse_before  # same parameters: current, not rerun
+
+
+def test_eval_takes_a_set_and_records_it(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((200, 8)).astype(np.float32), np.repeat(np.arange(4), 50)
+    np.savez(tmp_path / "f.npz", train_x=x, train_y=y, test_x=x[:40], test_y=y[:40])
+    res = cli("eval", "--features", str(tmp_path / "f.npz"), "--protocol-set", "sweep", "--out", str(tmp_path / "o"))
+    assert res.rc == 0, res.err
+    results = tmp_path / "o" / "f" / "seed0" / "results"
+    assert sorted(p.name for p in results.glob("*.json")) == ["collapse.json", "knn.json", "linear.json"]
+    linear = json.loads((results / "linear.json").read_text())
+    assert linear["run_config"]["protocol_set"] == "sweep" and linear["protocol"]["params"]["wd_grid"] == [1e-6, 1e-4, 1e-2]
+    both = cli("eval", "--features", str(tmp_path / "f.npz"), "--protocols", "knn", "--protocol-set", "sweep",
+               "--out", str(tmp_path / "o2"))
+    assert both.rc == 2 and "give --protocols or --protocol-set, not both" in both.err
