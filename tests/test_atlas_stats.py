@@ -159,3 +159,12 @@ def test_collapse_driven_by_lambda_times_d_lines_up_against_the_product():
     (s,) = scalings(g, slices(g)[0])
     fit = next(f for f in s.fits if f.quantity == "P(collapse)")
     assert fit.verdict == "collapses" and fit.mismatch_product < fit.mismatch_knob
+
+
+def test_a_field_the_identity_leaves_out_reads_as_its_default():
+    """Fields added after runs were recorded are absent from their identity at the default."""
+    run = _run("s", {}, 0, base="simsiam", config={"train": {"lr": 0.05}, "loss": {}, "views": [{}, {}]})
+    assert run.value("train.lr") == 0.05
+    assert run.value("train.per_view_forward") is False and run.value("train.pred_lr_scale") == 1.0
+    assert run.value("loss.alpha") == 0.0 and run.value("views.crop_scale") == (0.2, 1.0)
+    assert _run("s", {}, 0, base="no_such_method", config={"loss": {}}).value("loss.alpha") is None

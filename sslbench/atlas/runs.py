@@ -18,7 +18,9 @@ from typing import Any
 from sslbench.early_call import STATUSES, MonitorReading
 from sslbench.errors import SslbenchError
 from sslbench.layout import RunLayout
+from sslbench.method import TrainConfig, ViewConfig
 from sslbench.records import ResultRecord, finite
+from sslbench.registry import registry
 from sslbench.store import load_records
 from sslbench.training_log import run_readings
 
@@ -91,9 +93,20 @@ class AtlasRun:
         section, _, name = axis.partition(".")
         block = self.config.get(section)
         if isinstance(block, list):
-            values = [hashable(v.get(name)) if isinstance(v, dict) else None for v in block]
+            values = [hashable(v.get(name, self._default(section, name))) if isinstance(v, dict) else None
+                      for v in block]
             return values[0] if len(set(values)) == 1 else tuple(values)
-        return hashable(block.get(name)) if isinstance(block, dict) else None
+        return hashable(block.get(name, self._default(section, name))) if isinstance(block, dict) else None
+
+    def _default(self, section: str, name: str) -> Any:
+        """The default of a field a run's identity leaves out (a field added after runs were
+        recorded stays out of the identity at its default), so that it reads as its value."""
+        try:
+            cfg = {"train": TrainConfig, "views": ViewConfig}.get(section)
+            cfg = cfg() if cfg is not None else getattr(registry("methods").get(self.base), section, None)
+        except SslbenchError:  # a base that is no longer registered: the value stays unknown
+            return None
+        return getattr(cfg, name, None)
 
     def recipe_without(self, axes: Iterable[str]) -> str:
         """Its recipe with ``axes`` and the run's names taken out, as canonical JSON: two runs of one
