@@ -299,8 +299,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "monitor_every": args.monitor_every,
         "protocol_set": args.protocol_set,
     }
-    if args.protocols is not None and args.protocol_set is not None:
-        raise SslbenchError("give --protocols or --protocol-set, not both")
+    _one_protocol_choice(args)
     cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
     if args.protocols is not None:
         cfg = dataclasses.replace(cfg, protocol_set=None)  # the flag's list wins over a config file's set
@@ -312,11 +311,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _one_protocol_choice(args: argparse.Namespace) -> None:
+    """``run`` and ``eval`` take a protocol list or a protocol set, not both."""
+    if args.protocols is not None and args.protocol_set is not None:
+        raise SslbenchError("give --protocols or --protocol-set, not both")
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from sslbench.external import EvalConfig, evaluate
 
-    if args.protocols is not None and args.protocol_set is not None:
-        raise SslbenchError("give --protocols or --protocol-set, not both")
+    _one_protocol_choice(args)
     fields = {f.name for f in dataclasses.fields(EvalConfig)}
     failures = evaluate(EvalConfig(**{k: v for k, v in vars(args).items() if k in fields}))
     _write_leaderboard(args.out, args.split)

@@ -207,15 +207,6 @@ def field_rules(cls: type) -> dict[str, Rule]:
     return {f.name: f.metadata["rule"] for f in dataclasses.fields(cls) if "rule" in f.metadata}
 
 
-def check_config_values(cfg: Any, values: dict[str, Any], where: str) -> None:
-    """Check loss or target fields against the rules its dataclass ``cfg`` declares; ``None`` (a default) passes.
-
-    Raises:
-        SslbenchError: ``<where>: '<key>' must be ..., got ...``.
-    """
-    check_values(field_rules(type(cfg)), values, where)
-
-
 def check_values(rules: dict[str, Rule], values: dict[str, Any], where: str) -> None:
     """Check the numbers in ``values`` against ``rules`` (keys without a rule, and ``None``,
     an optional field left unset, pass).
@@ -477,7 +468,7 @@ class RunConfig:
                                 f"{method.name!r} has no predictor (SimSiam and BYOL have one); leave it at 1")
         for section, cfg in (("loss", method.loss), ("target", method.target)):
             if cfg is not None:
-                check_config_values(cfg, dataclasses.asdict(cfg), f"{where} [{section}]")
+                check_values(field_rules(type(cfg)), dataclasses.asdict(cfg), f"{where} [{section}]")
         check_values(dict.fromkeys(heads, HEAD), heads, f"{where} [heads]")
         for i, view in enumerate(views, 1):
             check_values(VIEW_RULES, dataclasses.asdict(view), f"{where} view {i}")
@@ -600,7 +591,7 @@ def _changes(spec: dict[str, Any], key: str, cfg: Any, base_name: str, where: st
     if not table:
         return {}
     values = check_fields(type(cfg), table, f"{where}.{key}")
-    check_config_values(cfg, values, f"{where}.{key}")
+    check_values(field_rules(type(cfg)), values, f"{where}.{key}")
     return values
 
 

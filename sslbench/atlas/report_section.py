@@ -1,28 +1,24 @@
 """The atlas section of the HTML report (``sslbench report``), for results that carry sweep coordinates:
-the per-cell collapse odds, the 1-D slices' boundaries, the early-call target and the figures."""
+the per-cell collapse odds, the 1-D slices' boundaries, the early-call target and the figures.
+
+:mod:`sslbench.report` imports this module only when it writes a report, so taking its
+PNG encoder from there makes no import cycle."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 
 from sslbench.atlas.build import Atlas
 from sslbench.atlas.early import TARGET_FRACTION, TARGET_PRECISION
 from sslbench.atlas.figures import figures
 from sslbench.atlas.render import cell_row, coords_text
+from sslbench.report import png_data_uri
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
     cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
     return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
             + cells + "</tbody></table>")
-
-
-def _png(fig: object) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def atlas_section(atlas: Atlas) -> str:
@@ -38,6 +34,6 @@ def atlas_section(atlas: Atlas) -> str:
     goal = f"a call within the first {TARGET_FRACTION:.0%} of steps at >= {TARGET_PRECISION:.0%} precision"
     parts.append(f"<p>Early call ({goal}): "
                  + (html.escape(f"met by {best.rule}") if best else "not met by any rule replayed") + ".</p>")
-    images = [f'<img src="{_png(f.figure)}" alt="{html.escape(f.title)}">' for f in figures(atlas)]
+    images = [f'<img src="{png_data_uri(f.figure)}" alt="{html.escape(f.title)}">' for f in figures(atlas)]
     parts.append('<div class="wide">' + "".join(images) + "</div>")
     return "".join(parts)
